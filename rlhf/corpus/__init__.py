@@ -1,0 +1,1 @@
+"""The embedded default corpus: English speech synthesized offline with eSpeak NG."""

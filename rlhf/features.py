@@ -1,0 +1,78 @@
+"""Kaldi-compatible 80-dim fbank for every split, stored with lhotse's lilcom chunky writer.
+
+Writes ``<fbank_dir>/<corpus>_cuts_<split>.jsonl.gz`` (cuts with features attached) and
+the feature archives ``<fbank_dir>/<corpus>_feats_<split>.lca``. Feature paths in the
+cuts are absolute, so the cuts stay valid wherever the command is run from.
+"""
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+from lhotse import CutSet, Fbank, FbankConfig, LilcomChunkyWriter, load_manifest_lazy
+
+from rlhf.cli import add_stage_options
+from rlhf.log import setup_logging
+from rlhf.stage import StageMarker, atomic_output
+
+NUM_MEL_BINS = 80
+
+
+def manifest_paths(manifest_dir: Path, corpus: str, split: str) -> tuple[Path, Path]:
+    return (manifest_dir / f"{corpus}_recordings_{split}.jsonl.gz",
+            manifest_dir / f"{corpus}_supervisions_{split}.jsonl.gz")
+
+
+def compute_fbank_split(manifest_dir: Path, fbank_dir: Path, corpus: str, split: str, num_jobs: int) -> Path:
+    """Compute features for one split; returns the cut manifest's path."""
+    recordings, supervisions = (load_manifest_lazy(p) for p in manifest_paths(manifest_dir, corpus, split))
+    cuts = CutSet.from_manifests(recordings=recordings, supervisions=supervisions).to_eager()
+    cuts_path = fbank_dir / f"{corpus}_cuts_{split}.jsonl.gz"
+    storage = fbank_dir / f"{corpus}_feats_{split}"
+    logging.info("Computing fbank for %s: %d cuts, %.2f hours, %d jobs", split, len(cuts),
+                 sum(c.duration for c in cuts) / 3600, num_jobs)
+    with atomic_output(cuts_path) as tmp:
+        cuts = cuts.compute_and_store_features(
+            extractor=Fbank(FbankConfig(num_mel_bins=NUM_MEL_BINS)), storage_path=storage.resolve(),
+            num_jobs=num_jobs, storage_type=LilcomChunkyWriter, progress_bar=True,
+        )
+        cuts.to_file(tmp)
+    return cuts_path
+
+
+def compute_fbank(manifest_dir: Path, fbank_dir: Path, corpus: str, splits: Sequence[str], num_jobs: int,
+                  force: bool = False) -> None:
+    inputs = [p for split in splits for p in manifest_paths(manifest_dir, corpus, split)]
+    marker = StageMarker(fbank_dir, "compute_fbank", {"corpus": corpus, "splits": list(splits),
+                                                     "num_mel_bins": NUM_MEL_BINS}, inputs)
+    if marker.skip_if_complete(force):
+        return
+    fbank_dir.mkdir(parents=True, exist_ok=True)
+    # Parallelism comes from processes; threads inside each would only contend for the cores.
+    torch.set_num_threads(1)
+    for split in splits:
+        compute_fbank_split(manifest_dir, fbank_dir, corpus, split, num_jobs)
+    marker.write()
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("manifest_dir", type=Path, help="e.g. data/manifests")
+    p.add_argument("fbank_dir", type=Path, help="e.g. data/fbank")
+    p.add_argument("--corpus", default="synth", help="manifest name prefix")
+    p.add_argument("--splits", default="train dev test", help="space-separated")
+    p.add_argument("--nj", type=int, default=1, help="parallel jobs")
+    add_stage_options(p)
+    args = p.parse_args(argv)
+    setup_logging(args.log_dir, "compute_fbank")
+    try:
+        compute_fbank(args.manifest_dir, args.fbank_dir, args.corpus, args.splits.split(), args.nj, args.force)
+    except FileNotFoundError as e:
+        logging.error("%s", e)
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()

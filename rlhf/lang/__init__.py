@@ -1,0 +1,1 @@
+"""Language resources: lexicon, lang directory and n-gram language models."""

@@ -1,0 +1,97 @@
+"""Build ``data/lang_bpe_<N>``: a sentencepiece model and the k2/icefall lang files.
+
+Outputs (icefall's names and formats)::
+
+    bpe.model            sentencepiece model trained on the training transcripts
+    tokens.txt           <piece> <id>; id 0 is the CTC blank <blk>
+    words.txt            <word> <id>; <eps> 0, <UNK>, the words, then #0 <s> </s>
+    lexicon.txt          <word> <piece> <piece> ...  (each word's BPE segmentation)
+    transcript_words.txt the training transcripts, one per line
+"""
+
+import argparse
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterable, Optional
+
+import sentencepiece as spm
+from lhotse import load_manifest_lazy
+
+from rlhf.cli import add_stage_options
+from rlhf.log import setup_logging
+from rlhf.stage import StageMarker, atomic_output
+
+BLANK, SOS_EOS, UNK_PIECE = "<blk>", "<sos/eos>", "<unk>"
+UNK_WORD = "<UNK>"
+
+
+def read_transcripts(supervisions: Path) -> list[str]:
+    """Transcripts of a supervision manifest, in order (whitespace normalised)."""
+    texts = [" ".join(s.text.split()) for s in load_manifest_lazy(supervisions)]
+    if not texts:
+        raise ValueError(f"{supervisions}: no supervisions")
+    return texts
+
+
+def train_bpe(transcripts: Path, model_prefix: Path, vocab_size: int, model_type: str = "bpe") -> None:
+    """Train a sentencepiece model; deterministic for the same transcripts."""
+    spm.set_random_generator_seed(1)
+    spm.SentencePieceTrainer.train(
+        input=str(transcripts), model_prefix=str(model_prefix), model_type=model_type,
+        vocab_size=vocab_size, character_coverage=1.0, input_sentence_size=100_000_000,
+        shuffle_input_sentence=False, num_threads=1, user_defined_symbols=[BLANK, SOS_EOS],
+        unk_id=2, bos_id=-1, eos_id=-1, minloglevel=2,
+    )
+
+
+def write_symbols(path: Path, symbols: Iterable[str]) -> None:
+    with atomic_output(path) as tmp:
+        tmp.write_text("".join(f"{s} {i}\n" for i, s in enumerate(symbols)))
+
+
+def prepare_lang(supervisions: Path, lang_dir: Path, vocab_size: int, model_type: str = "bpe",
+                 force: bool = False) -> None:
+    marker = StageMarker(lang_dir, "prepare_lang", {"vocab_size": vocab_size, "model_type": model_type}, [supervisions])
+    if marker.skip_if_complete(force):
+        return
+    texts = read_transcripts(supervisions)
+    lang_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_output(lang_dir / "transcript_words.txt") as tmp:
+        tmp.write_text("".join(t + "\n" for t in texts))
+
+    with tempfile.TemporaryDirectory(dir=lang_dir) as tmp_dir:
+        try:
+            train_bpe(lang_dir / "transcript_words.txt", Path(tmp_dir) / "bpe", vocab_size, model_type)
+        except RuntimeError as e:
+            raise ValueError(f"sentencepiece could not train a {vocab_size}-piece model on {supervisions}: {e}. "
+                             f"Choose a smaller --bpe-vocab-size.") from e
+        os.replace(Path(tmp_dir) / "bpe.model", lang_dir / "bpe.model")
+    sp = spm.SentencePieceProcessor(model_file=str(lang_dir / "bpe.model"))
+    assert sp.id_to_piece(0) == BLANK, "the CTC blank must be token 0"
+    write_symbols(lang_dir / "tokens.txt", (sp.id_to_piece(i) for i in range(sp.get_piece_size())))
+
+    words = sorted({w for t in texts for w in t.split()})
+    write_symbols(lang_dir / "words.txt", ["<eps>", UNK_WORD, *words, "#0", "<s>", "</s>"])
+    with atomic_output(lang_dir / "lexicon.txt") as tmp:
+        lines = [f"{UNK_WORD} {UNK_PIECE}"] + [f"{w} {' '.join(sp.encode(w, out_type=str))}" for w in words]
+        tmp.write_text("\n".join(lines) + "\n")
+    marker.write()
+    logging.info("Wrote %s: %d tokens, %d words", lang_dir, sp.get_piece_size(), len(words))
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("supervisions", type=Path, help="training supervisions, e.g. data/manifests/synth_supervisions_train.jsonl.gz")
+    p.add_argument("lang_dir", type=Path, help="e.g. data/lang_bpe_200")
+    p.add_argument("--vocab-size", type=int, default=200)
+    p.add_argument("--model-type", choices=["bpe", "unigram"], default="bpe")
+    add_stage_options(p)
+    args = p.parse_args(argv)
+    setup_logging(args.log_dir, "prepare_lang")
+    prepare_lang(args.supervisions, args.lang_dir, args.vocab_size, args.model_type, args.force)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,18 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="rlhf",
+    version="0.1.0",
+    description="Kaldi-style recipes: k2 CTC baseline, lattice Q-learning and Hessian-free fine-tuning",
+    packages=find_packages(include=["rlhf", "rlhf.*"]),
+    python_requires="==3.11.*",
+    entry_points={
+        "console_scripts": [
+            "rlhf-synth-corpus=rlhf.corpus.synthesize:main",
+            "rlhf-prepare-manifests=rlhf.corpus.prepare:main",
+            "rlhf-prepare-lang=rlhf.lang.prepare_lang:main",
+            "rlhf-train-lm=rlhf.lang.train_lm:main",
+            "rlhf-compute-fbank=rlhf.features:main",
+        ]
+    },
+)

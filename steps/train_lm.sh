@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# steps/train_lm.sh [options] <lang-dir> <lm-dir>
+# Kneser-Ney word n-gram LM (ARPA) from the lang dir's transcripts, compiled to G with kaldilm.
+# Options: see `rlhf-train-lm --help`.
+set -euo pipefail
+. "$(dirname "$0")/../path.sh"
+echo "$0 $*" >&2
+exec rlhf-train-lm "$@"

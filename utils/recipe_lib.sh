@@ -1,0 +1,33 @@
+# Helpers shared by every recipe's run.sh: logging and stage bookkeeping.
+
+# log MESSAGE: a timestamped line naming the script and line that printed it.
+log() {
+  local where="${BASH_SOURCE[1]##*/}:${BASH_LINENO[0]}"
+  echo -e "$(date '+%Y-%m-%d %H:%M:%S') ($where) $*" >&2
+}
+
+# check_stages: fail unless $stage and $stop_stage name stages that the recipe defines.
+check_stages() {
+  local known
+  known=$(sed -nE 's/^ *log "Stage ([0-9]+):.*/\1/p' "$0" | tr '\n' ' ')
+  for s in "$stage" "$stop_stage"; do
+    if ! [[ " $known " == *" $s "* ]]; then
+      log "ERROR: there is no stage '$s' in $0; stages are: $known(see $0 --help)"
+      exit 1
+    fi
+  done
+  if [ "$stop_stage" -lt "$stage" ]; then
+    log "ERROR: --stop-stage $stop_stage is before --stage $stage"; exit 1
+  fi
+}
+
+# run_stage N: true when stage N is within --stage/--stop-stage.
+run_stage() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
+
+# require FILE STAGE: fail at once, naming FILE and the stage that makes it, when FILE is missing.
+require() {
+  if [ ! -e "$1" ]; then
+    log "ERROR: $1 is missing; stage $2 makes it: run $0 --stage $2 (with the same options)"
+    exit 1
+  fi
+}
