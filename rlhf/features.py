@@ -1,17 +1,21 @@
 """Kaldi-compatible 80-dim fbank for every split, stored with lhotse's lilcom chunky writer.
 
 Writes ``<fbank_dir>/<corpus>_cuts_<split>.jsonl.gz`` (cuts with features attached) and
-the feature archives ``<fbank_dir>/<corpus>_feats_<split>.lca``. Feature paths in the
+the lilcom archives under ``<fbank_dir>/<corpus>_feats_<split>/``. Feature paths in the
 cuts are absolute, so the cuts stay valid wherever the command is run from.
 """
 
 import argparse
 import logging
+import multiprocessing
+import shutil
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Optional, Sequence
 
 import torch
 from lhotse import CutSet, Fbank, FbankConfig, LilcomChunkyWriter, load_manifest_lazy
+from tqdm import tqdm
 
 from rlhf.cli import add_stage_options
 from rlhf.log import setup_logging
@@ -25,20 +29,36 @@ def manifest_paths(manifest_dir: Path, corpus: str, split: str) -> tuple[Path, P
             manifest_dir / f"{corpus}_supervisions_{split}.jsonl.gz")
 
 
+def _extract(job: tuple[CutSet, Path]) -> CutSet:
+    cuts, storage = job
+    torch.set_num_threads(1)  # parallelism comes from processes; threads would contend for cores
+    return cuts.compute_and_store_features(
+        extractor=Fbank(FbankConfig(num_mel_bins=NUM_MEL_BINS)), storage_path=storage,
+        storage_type=LilcomChunkyWriter, num_jobs=1, progress_bar=False,
+    )
+
+
 def compute_fbank_split(manifest_dir: Path, fbank_dir: Path, corpus: str, split: str, num_jobs: int) -> Path:
-    """Compute features for one split; returns the cut manifest's path."""
+    """Compute features for one split with ``num_jobs`` processes; returns the cut manifest's path.
+
+    The cuts are cut into many more chunks than jobs so the progress bar moves steadily.
+    """
     recordings, supervisions = (load_manifest_lazy(p) for p in manifest_paths(manifest_dir, corpus, split))
-    cuts = CutSet.from_manifests(recordings=recordings, supervisions=supervisions).to_eager()
+    cuts = CutSet.from_manifests(recordings=recordings, supervisions=supervisions)
+    cuts = CutSet.from_cuts(c.with_id(c.supervisions[0].id) for c in cuts)  # cut id = utterance id
     cuts_path = fbank_dir / f"{corpus}_cuts_{split}.jsonl.gz"
-    storage = fbank_dir / f"{corpus}_feats_{split}"
+    storage = (fbank_dir / f"{corpus}_feats_{split}").resolve()
+    if storage.exists():
+        shutil.rmtree(storage)  # archives of an earlier, unfinished run
+    storage.mkdir(parents=True)
     logging.info("Computing fbank for %s: %d cuts, %.2f hours, %d jobs", split, len(cuts),
                  sum(c.duration for c in cuts) / 3600, num_jobs)
+    chunks = cuts.split(num_splits=min(len(cuts), 16 * num_jobs))
+    jobs = [(chunk, storage / f"feats-{i:03d}") for i, chunk in enumerate(chunks)]
+    with ProcessPoolExecutor(num_jobs, mp_context=multiprocessing.get_context("fork")) as pool:
+        done = list(tqdm(pool.map(_extract, jobs), total=len(jobs), desc=f"fbank {split}"))
     with atomic_output(cuts_path) as tmp:
-        cuts = cuts.compute_and_store_features(
-            extractor=Fbank(FbankConfig(num_mel_bins=NUM_MEL_BINS)), storage_path=storage.resolve(),
-            num_jobs=num_jobs, storage_type=LilcomChunkyWriter, progress_bar=True,
-        )
-        cuts.to_file(tmp)
+        CutSet.from_cuts(c for chunk in done for c in chunk).to_file(tmp)
     return cuts_path
 
 
@@ -50,8 +70,6 @@ def compute_fbank(manifest_dir: Path, fbank_dir: Path, corpus: str, splits: Sequ
     if marker.skip_if_complete(force):
         return
     fbank_dir.mkdir(parents=True, exist_ok=True)
-    # Parallelism comes from processes; threads inside each would only contend for the cores.
-    torch.set_num_threads(1)
     for split in splits:
         compute_fbank_split(manifest_dir, fbank_dir, corpus, split, num_jobs)
     marker.write()

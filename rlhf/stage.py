@@ -59,7 +59,8 @@ class StageMarker:
             raise FileNotFoundError(f"{name}: missing input file(s): {', '.join(missing)}")
         self.fingerprint = {
             "options": {k: _jsonable(v) for k, v in sorted(options.items())},
-            "inputs": {str(p.resolve()): file_digest(p) for p in inputs},
+            # Content only, in path order: a moved or copied directory is still complete.
+            "inputs": [file_digest(p) for p in inputs],
         }
 
     def is_complete(self) -> bool:

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Runs the test suite. Creates the environment on first use (see tools/install.sh).
+# Extra arguments go to pytest, e.g. ./test.sh -k corpus, or ./test.sh -m slow for benchmarks.
+set -euo pipefail
+cd "$(dirname "$0")"
+. ./path.sh
+exec python -m pytest tests "$@"

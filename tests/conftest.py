@@ -1,0 +1,47 @@
+"""Shared fixtures: the default recipe's stages 0-2 run once on a tiny configuration."""
+
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+YESNO_DIR = REPO.parent / "shared" / "corpora" / "waves_yesno"
+
+# Small enough to run in seconds, large enough for every split to have several speakers.
+TINY_OPTIONS = [
+    "--num-train", "24", "--num-dev", "4", "--num-test", "4",
+    "--num-train-speakers", "4", "--num-dev-speakers", "2", "--num-test-speakers", "2",
+    "--bpe-vocab-size", "50", "--nj", "2",
+]
+
+
+def run_recipe(workdir: Path, *args: str, script: Path = REPO / "run.sh") -> subprocess.CompletedProcess:
+    """Run a recipe in ``workdir`` and capture its output (stdout and stderr together)."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.run([str(script), *args], cwd=workdir, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
+
+
+@dataclass
+class RecipeRun:
+    workdir: Path
+    output: str
+
+    @property
+    def corpus_dir(self) -> Path:
+        return self.workdir / "download" / "synth"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.workdir / "data"
+
+
+@pytest.fixture(scope="session")
+def tiny_recipe(tmp_path_factory) -> RecipeRun:
+    workdir = tmp_path_factory.mktemp("recipe")
+    result = run_recipe(workdir, *TINY_OPTIONS)
+    assert result.returncode == 0, result.stdout
+    return RecipeRun(workdir, result.stdout)
