@@ -18,7 +18,7 @@ import argparse
 import logging
 import multiprocessing
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -49,7 +49,7 @@ class CorpusConfig:
     num_train: int = 2400
     num_dev: int = 200
     num_test: int = 200
-    num_speakers: dict = None  # per split; filled in __post_init__
+    num_speakers: dict[str, int] = field(default_factory=lambda: {"train": 36, "dev": 6, "test": 6})
     snr_min: float = 5.0
     snr_max: float = 20.0
     reverb_prob: float = 0.5
@@ -57,8 +57,6 @@ class CorpusConfig:
     rt60_max: float = 0.7
 
     def __post_init__(self) -> None:
-        if self.num_speakers is None:
-            object.__setattr__(self, "num_speakers", {"train": 36, "dev": 6, "test": 6})
         for split in SPLITS:
             if self.num_utterances(split) < 1 or self.num_speakers[split] < 1:
                 raise ValueError(f"--num-{split} and the number of {split} speakers must be >= 1")
@@ -66,6 +64,8 @@ class CorpusConfig:
             raise ValueError(f"at most {len(ACCENTS) * len(VARIANTS)} distinct voices are available")
         if not self.snr_min <= self.snr_max or not self.rt60_min <= self.rt60_max:
             raise ValueError("need --snr-min <= --snr-max and --rt60-min <= --rt60-max")
+        if not 0.0 <= self.reverb_prob <= 1.0:
+            raise ValueError(f"--reverb-prob must be in [0, 1], got {self.reverb_prob}")
 
     def num_utterances(self, split: str) -> int:
         return {"train": self.num_train, "dev": self.num_dev, "test": self.num_test}[split]
@@ -152,8 +152,7 @@ def _render_and_write(args: tuple[Utterance, CorpusConfig, Path]) -> dict:
 
 def synthesize_corpus(config: CorpusConfig, corpus_dir: Path, num_jobs: int = 1, force: bool = False) -> None:
     """Write the corpus to ``corpus_dir`` (skipped when it is already complete for ``config``)."""
-    options = {k: v for k, v in vars(config).items()}
-    marker = StageMarker(corpus_dir, "synthesize", options)
+    marker = StageMarker(corpus_dir, "synthesize", vars(config))
     if corpus_dir.exists() and not (corpus_dir / "speakers.tsv").exists():
         raise FileExistsError(f"{corpus_dir} exists but was not made by rlhf-synth-corpus; "
                               f"remove it or choose another corpus directory")
