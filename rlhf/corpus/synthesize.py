@@ -46,13 +46,13 @@ class CorpusConfig:
     """What the corpus is made from; the same config always gives the same bytes."""
 
     seed: int = 1
-    num_train: int = 2400
+    num_train: int = 6000
     num_dev: int = 200
     num_test: int = 200
-    num_speakers: dict[str, int] = field(default_factory=lambda: {"train": 36, "dev": 6, "test": 6})
-    snr_min: float = 5.0
-    snr_max: float = 20.0
-    reverb_prob: float = 0.5
+    num_speakers: dict[str, int] = field(default_factory=lambda: {"train": 100, "dev": 8, "test": 8})
+    snr_min: float = 10.0
+    snr_max: float = 30.0
+    reverb_prob: float = 0.3
     rt60_min: float = 0.2
     rt60_max: float = 0.7
 
