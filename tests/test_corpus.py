@@ -148,7 +148,7 @@ def test_empty_transcript_is_named(corpus_copy, tmp_path):
     _assert_fails_cleanly(corpus_copy, tmp_path / "m", f"empty transcript for {utt}")
 
 
-@pytest.mark.parametrize("bad", [dict(num_dev=0), dict(snr_min=30.0), dict(reverb_prob=1.5),
+@pytest.mark.parametrize("bad", [dict(num_dev=0), dict(snr_min=40.0), dict(reverb_prob=1.5),
                                  dict(num_speakers={"train": 200, "dev": 1, "test": 1})])
 def test_bad_corpus_options_are_refused(bad):
     with pytest.raises(ValueError):
