@@ -17,7 +17,7 @@ import torch
 from lhotse import CutSet, Fbank, FbankConfig, LilcomChunkyWriter, load_manifest_lazy
 from tqdm import tqdm
 
-from rlhf.cli import add_stage_options
+from rlhf.cli import add_stage_options, run_step
 from rlhf.log import setup_logging
 from rlhf.stage import StageMarker, atomic_output
 
@@ -85,11 +85,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     add_stage_options(p)
     args = p.parse_args(argv)
     setup_logging(args.log_dir, "compute_fbank")
-    try:
-        compute_fbank(args.manifest_dir, args.fbank_dir, args.corpus, args.splits.split(), args.nj, args.force)
-    except FileNotFoundError as e:
-        logging.error("%s", e)
-        raise SystemExit(1)
+    run_step(lambda: compute_fbank(args.manifest_dir, args.fbank_dir, args.corpus, args.splits.split(), args.nj,
+                                   args.force))
 
 
 if __name__ == "__main__":

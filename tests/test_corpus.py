@@ -1,7 +1,9 @@
 """Stage 0: the synthesized corpus and its manifests."""
 
 import filecmp
+import json
 import random
+import re
 import shutil
 
 import numpy as np
@@ -70,10 +72,16 @@ def test_heldout_sentences_and_speakers_are_disjoint_from_training(tiny_recipe):
 
 
 def test_summary_is_printed(tiny_recipe):
-    assert "Corpus summary" in tiny_recipe.output
+    summary = json.loads((tiny_recipe.data_dir / "manifests" / "summary.json").read_text())
+    assert f"vocabulary of the training transcripts: {summary['vocabulary_size']} words" in tiny_recipe.output
     for split in SPLITS:
-        assert f"INFO [prepare.py" in tiny_recipe.output and f"] {split}" in tiny_recipe.output
-    assert (tiny_recipe.data_dir / "manifests" / "summary.json").is_file()
+        s = summary["splits"][split]
+        row = re.search(rf"\] {split} +(\d+) +([\d.]+) +(\d+) +(\d+) +([\d.]+)%", tiny_recipe.output)
+        assert row, f"no summary row for {split}"
+        assert (int(row[1]), float(row[2]), int(row[3]), int(row[4])) == (
+            s["utterances"], s["hours"], s["speakers"], s["words"])
+        assert float(row[5]) == round(100 * s["oov_rate"], 2)
+    assert summary["splits"]["train"]["utterances"] == 24 and summary["splits"]["test"]["speakers"] == 2
 
 
 def _same_tree(a, b) -> bool:

@@ -17,7 +17,7 @@ import soundfile as sf
 from lhotse import AudioSource, Recording, RecordingSet, SupervisionSegment, SupervisionSet
 from lhotse.qa import validate_recordings_and_supervisions
 
-from rlhf.cli import add_stage_options
+from rlhf.cli import add_stage_options, run_step
 from rlhf.log import setup_logging
 from rlhf.stage import StageMarker, atomic_output
 
@@ -152,11 +152,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     add_stage_options(p)
     args = p.parse_args(argv)
     setup_logging(args.log_dir, "prepare_manifests")
-    try:
-        prepare_manifests(args.corpus_dir, args.output_dir, args.corpus_name, args.sample_rate, args.force)
-    except CorpusError as e:
-        logging.error("%s", e)
-        raise SystemExit(1)
+    run_step(lambda: prepare_manifests(args.corpus_dir, args.output_dir, args.corpus_name, args.sample_rate,
+                                       args.force))
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from tqdm import tqdm
 from rlhf.corpus.acoustics import add_noise, colored_noise, resample, reverberate, synthetic_rir
 from rlhf.corpus.espeak import EspeakSynthesizer, VoiceSettings
 from rlhf.corpus.grammar import SentenceGrammar
-from rlhf.cli import add_stage_options
+from rlhf.cli import add_stage_options, run_step
 from rlhf.log import setup_logging
 from rlhf.stage import StageMarker, atomic_output
 
@@ -214,7 +214,8 @@ def get_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[list[str]] = None) -> None:
     args = get_parser().parse_args(argv)
     setup_logging(args.log_dir, "synthesize")
-    try:
+
+    def step() -> None:
         config = CorpusConfig(
             seed=args.seed, num_train=args.num_train, num_dev=args.num_dev, num_test=args.num_test,
             num_speakers={s: getattr(args, f"num_{s}_speakers") for s in SPLITS},
@@ -222,9 +223,8 @@ def main(argv: Optional[list[str]] = None) -> None:
             rt60_min=args.rt60_min, rt60_max=args.rt60_max,
         )
         synthesize_corpus(config, args.corpus_dir, num_jobs=args.nj, force=args.force)
-    except (FileExistsError, ValueError) as e:
-        logging.error("%s", e)
-        raise SystemExit(1)
+
+    run_step(step)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from typing import Iterable, Optional
 import sentencepiece as spm
 from lhotse import load_manifest_lazy
 
-from rlhf.cli import add_stage_options
+from rlhf.cli import add_stage_options, run_step
 from rlhf.log import setup_logging
 from rlhf.stage import StageMarker, atomic_output
 
@@ -90,7 +90,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     add_stage_options(p)
     args = p.parse_args(argv)
     setup_logging(args.log_dir, "prepare_lang")
-    prepare_lang(args.supervisions, args.lang_dir, args.vocab_size, args.model_type, args.force)
+    run_step(lambda: prepare_lang(args.supervisions, args.lang_dir, args.vocab_size, args.model_type, args.force))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import kaldilm
 
 from rlhf.lang.ngram import estimate_kneser_ney
 from rlhf.lang.prepare_lang import UNK_WORD
-from rlhf.cli import add_stage_options
+from rlhf.cli import add_stage_options, run_step
 from rlhf.log import setup_logging
 from rlhf.stage import StageMarker, atomic_output
 
@@ -47,7 +47,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     add_stage_options(p)
     args = p.parse_args(argv)
     setup_logging(args.log_dir, "train_lm")
-    train_lm(args.lang_dir, args.lm_dir, args.order, args.force)
+    run_step(lambda: train_lm(args.lang_dir, args.lm_dir, args.order, args.force))
 
 
 if __name__ == "__main__":
