@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-YESNO_DIR = REPO.parent / "shared" / "corpora" / "waves_yesno"
 
 # Small enough to run in seconds, large enough for every split to have several speakers.
 TINY_OPTIONS = [
