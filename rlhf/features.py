@@ -19,14 +19,15 @@ from tqdm import tqdm
 
 from rlhf.cli import add_stage_options, run_step
 from rlhf.log import setup_logging
+from rlhf.manifests import manifest_path
 from rlhf.stage import StageMarker, atomic_output
 
 NUM_MEL_BINS = 80
 
 
 def manifest_paths(manifest_dir: Path, corpus: str, split: str) -> tuple[Path, Path]:
-    return (manifest_dir / f"{corpus}_recordings_{split}.jsonl.gz",
-            manifest_dir / f"{corpus}_supervisions_{split}.jsonl.gz")
+    """The recordings and supervisions manifests of one split."""
+    return tuple(manifest_path(manifest_dir, corpus, kind, split) for kind in ("recordings", "supervisions"))
 
 
 def _extract(job: tuple[CutSet, Path]) -> CutSet:
@@ -46,7 +47,7 @@ def compute_fbank_split(manifest_dir: Path, fbank_dir: Path, corpus: str, split:
     recordings, supervisions = (load_manifest_lazy(p) for p in manifest_paths(manifest_dir, corpus, split))
     cuts = CutSet.from_manifests(recordings=recordings, supervisions=supervisions)
     cuts = CutSet.from_cuts(c.with_id(c.supervisions[0].id) for c in cuts)  # cut id = utterance id
-    cuts_path = fbank_dir / f"{corpus}_cuts_{split}.jsonl.gz"
+    cuts_path = manifest_path(fbank_dir, corpus, "cuts", split)
     storage = (fbank_dir / f"{corpus}_feats_{split}").resolve()
     if storage.exists():
         shutil.rmtree(storage)  # archives of an earlier, unfinished run

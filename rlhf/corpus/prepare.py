@@ -19,9 +19,9 @@ from lhotse.qa import validate_recordings_and_supervisions
 
 from rlhf.cli import add_stage_options, run_step
 from rlhf.log import setup_logging
+from rlhf.manifests import SPLITS, manifest_path
 from rlhf.stage import StageMarker, atomic_output
 
-SPLITS = ("train", "dev", "test")
 
 
 class CorpusError(ValueError):
@@ -126,7 +126,7 @@ def prepare_manifests(corpus_dir: Path, output_dir: Path, corpus_name: str, samp
     output_dir.mkdir(parents=True, exist_ok=True)
     for split, m in manifests.items():
         for kind, manifest in (("recordings", m.recordings), ("supervisions", m.supervisions)):
-            with atomic_output(output_dir / f"{corpus_name}_{kind}_{split}.jsonl.gz") as tmp:
+            with atomic_output(manifest_path(output_dir, corpus_name, kind, split)) as tmp:
                 manifest.to_file(tmp)
     with atomic_output(output_dir / "summary.json") as tmp:
         tmp.write_text(json.dumps(summary, indent=2) + "\n")

@@ -31,10 +31,10 @@ from rlhf.corpus.espeak import EspeakSynthesizer, VoiceSettings
 from rlhf.corpus.grammar import SentenceGrammar
 from rlhf.cli import add_stage_options, run_step
 from rlhf.log import setup_logging
+from rlhf.manifests import SPLITS
 from rlhf.stage import StageMarker, atomic_output
 
 SAMPLE_RATE = 16000
-SPLITS = ("train", "dev", "test")
 # eSpeak NG's English accents (en-Shaw, the Shavian-script voice, is left out) and
 # voice variants that sound like speech rather than effects.
 ACCENTS = ("en", "en-us", "en-us-nyc", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-gb-x-gbclan", "en-gb-x-gbcwmd")
