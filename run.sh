@@ -6,7 +6,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 
 stage=0                       # first stage to run
-stop_stage=2                  # last stage to run
+stop_stage=4                  # last stage to run
 nj=2                          # parallel jobs
 seed=1                        # corpus seed: same seed, same corpus, byte for byte
 corpus_dir=download/synth     # where stage 0 writes the synthesized corpus
@@ -23,12 +23,30 @@ snr_max=30                    # highest SNR of the additive noise, dB
 reverb_prob=0.3               # share of utterances with reverberation
 bpe_vocab_size=200            # sentencepiece vocabulary size; lang dir is data/lang_bpe_<N>
 lm_order=3                    # word n-gram LM order
+model_name=ctc_tdnn           # the model's directory: <exp_dir>/<model_name>
+num_epochs=12                 # training epochs (stage 3)
+start_epoch=1                 # resume training from <exp_dir>/<model_name>/epoch-(N-1).pt
+max_duration=120              # seconds of audio per training batch
+lr=0.002                      # peak Adam learning rate
+hidden_dim=256                # TDNN width
+num_layers=8                  # TDNN blocks
+train_seed=42                 # model initialization, batch order and dropout
+device=auto                   # auto (GPU when there is one), cpu, cuda:0, ...
+epoch=                        # decode this epoch's checkpoint (default: --num-epochs)
+avg=3                         # ... averaged with the epochs before it
+search_beam=20                # lattice search beam (stage 4)
+output_beam=8                 # lattice output beam
+max_active_states=10000       # most active states per frame in the lattice search
+lm_scale=1.0                  # weight of the HLG graph (LM) scores
+results_file=RESULTS.md       # decoding results are appended here ('' to skip)
 force=false                   # redo stages even when their outputs are complete
 
 help_message="Usage: $0 [options]
 The default recipe on the embedded synthesized corpus. Each stage skips work whose
 outputs are complete for the same options and inputs; --force true redoes it."
 
+# The command line, for the results table (no trailing comment: not an option).
+recipe_args="$*"
 . "$here/path.sh"
 . "$here/utils/recipe_lib.sh"
 . "$here/utils/parse_options.sh"
@@ -39,6 +57,8 @@ lang_dir=$data_dir/lang_bpe_$bpe_vocab_size
 lm_dir=$data_dir/lm
 fbank_dir=$data_dir/fbank
 log_dir=$data_dir/log
+model_dir=$exp_dir/$model_name
+epoch=${epoch:-$num_epochs}
 
 if run_stage 0; then
   log "Stage 0: synthesize the corpus and prepare its Lhotse manifests"
@@ -68,4 +88,26 @@ if run_stage 2; then
   "$here/steps/compute_fbank.sh" --corpus synth --nj "$nj" --force "$force" --log-dir "$log_dir" \
     "$manifest_dir" "$fbank_dir"
   log "Stage 2 done: cuts in $fbank_dir"
+fi
+
+if run_stage 3; then
+  log "Stage 3: train the baseline CTC model (k2 CTC loss)"
+  require "$fbank_dir/synth_cuts_train.jsonl.gz" 2
+  require "$lang_dir/tokens.txt" 1
+  "$here/steps/train_ctc.sh" --num-epochs "$num_epochs" --start-epoch "$start_epoch" \
+    --max-duration "$max_duration" --lr "$lr" --hidden-dim "$hidden_dim" --num-layers "$num_layers" \
+    --seed "$train_seed" --device "$device" --force "$force" "$lang_dir" "$fbank_dir" "$model_dir"
+  log "Stage 3 done: checkpoints, training-curve.png and tensorboard/ in $model_dir"
+fi
+
+if run_stage 4; then
+  log "Stage 4: compile HLG, decode dev and test, score"
+  require "$model_dir/epoch-$epoch.pt" 3
+  require "$lm_dir/G_${lm_order}_gram.fst.txt" 1
+  "$here/steps/compile_hlg.sh" --force "$force" --log-dir "$log_dir" "$lang_dir" "$lm_dir/G_${lm_order}_gram.fst.txt"
+  "$here/steps/decode.sh" --epoch "$epoch" --avg "$avg" --search-beam "$search_beam" \
+    --output-beam "$output_beam" --max-active-states "$max_active_states" --lm-scale "$lm_scale" \
+    --device "$device" "$lang_dir" "$fbank_dir" "$model_dir"
+  append_results "$model_dir/results-epoch-$epoch-avg-$avg.md" "$results_file"
+  log "Stage 4 done: recogs-*, errs-*, wer-summary-* under $model_dir/<method>/"
 fi

@@ -12,7 +12,10 @@ setup(
             "rlhf-prepare-manifests=rlhf.corpus.prepare:main",
             "rlhf-prepare-lang=rlhf.lang.prepare_lang:main",
             "rlhf-train-lm=rlhf.lang.train_lm:main",
+            "rlhf-compile-hlg=rlhf.lang.compile_hlg:main",
             "rlhf-compute-fbank=rlhf.features:main",
+            "rlhf-train-ctc=rlhf.train:main",
+            "rlhf-decode=rlhf.decode:main",
         ]
     },
 )

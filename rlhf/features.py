@@ -1,4 +1,4 @@
-"""Kaldi-compatible 80-dim fbank for every split, stored with lhotse's lilcom chunky writer.
+"""Kaldi-compatible fbank (80 bins unless told otherwise) for every split, stored with lhotse's lilcom chunky writer.
 
 Writes ``<fbank_dir>/<corpus>_cuts_<split>.jsonl.gz`` (cuts with features attached) and
 the lilcom archives under ``<fbank_dir>/<corpus>_feats_<split>/``. Feature paths in the
@@ -22,7 +22,6 @@ from rlhf.log import setup_logging
 from rlhf.manifests import manifest_path
 from rlhf.stage import StageMarker, atomic_output
 
-NUM_MEL_BINS = 80
 
 
 def manifest_paths(manifest_dir: Path, corpus: str, split: str) -> tuple[Path, Path]:
@@ -30,16 +29,17 @@ def manifest_paths(manifest_dir: Path, corpus: str, split: str) -> tuple[Path, P
     return tuple(manifest_path(manifest_dir, corpus, kind, split) for kind in ("recordings", "supervisions"))
 
 
-def _extract(job: tuple[CutSet, Path]) -> CutSet:
-    cuts, storage = job
+def _extract(job: tuple[CutSet, Path, FbankConfig]) -> CutSet:
+    cuts, storage, config = job
     torch.set_num_threads(1)  # parallelism comes from processes; threads would contend for cores
     return cuts.compute_and_store_features(
-        extractor=Fbank(FbankConfig(num_mel_bins=NUM_MEL_BINS)), storage_path=storage,
+        extractor=Fbank(config), storage_path=storage,
         storage_type=LilcomChunkyWriter, num_jobs=1, progress_bar=False,
     )
 
 
-def compute_fbank_split(manifest_dir: Path, fbank_dir: Path, corpus: str, split: str, num_jobs: int) -> Path:
+def compute_fbank_split(manifest_dir: Path, fbank_dir: Path, corpus: str, split: str, num_jobs: int,
+                        num_mel_bins: int = 80) -> Path:
     """Compute features for one split with ``num_jobs`` processes; returns the cut manifest's path.
 
     The cuts are cut into many more chunks than jobs so the progress bar moves steadily.
@@ -55,7 +55,11 @@ def compute_fbank_split(manifest_dir: Path, fbank_dir: Path, corpus: str, split:
     logging.info("Computing fbank for %s: %d cuts, %.2f hours, %d jobs", split, len(cuts),
                  sum(c.duration for c in cuts) / 3600, num_jobs)
     chunks = cuts.split(num_splits=min(len(cuts), 16 * num_jobs))
-    jobs = [(chunk, storage / f"feats-{i:03d}") for i, chunk in enumerate(chunks)]
+    rates = {c.sampling_rate for c in cuts}
+    if len(rates) != 1:
+        raise ValueError(f"{split}: recordings have several sampling rates {sorted(rates)}; resample them first")
+    config = FbankConfig(num_mel_bins=num_mel_bins, sampling_rate=rates.pop())
+    jobs = [(chunk, storage / f"feats-{i:03d}", config) for i, chunk in enumerate(chunks)]
     with ProcessPoolExecutor(num_jobs, mp_context=multiprocessing.get_context("fork")) as pool:
         done = list(tqdm(pool.map(_extract, jobs), total=len(jobs), desc=f"fbank {split}"))
     with atomic_output(cuts_path) as tmp:
@@ -64,15 +68,15 @@ def compute_fbank_split(manifest_dir: Path, fbank_dir: Path, corpus: str, split:
 
 
 def compute_fbank(manifest_dir: Path, fbank_dir: Path, corpus: str, splits: Sequence[str], num_jobs: int,
-                  force: bool = False) -> None:
+                  num_mel_bins: int = 80, force: bool = False) -> None:
     inputs = [p for split in splits for p in manifest_paths(manifest_dir, corpus, split)]
     marker = StageMarker(fbank_dir, "compute_fbank", {"corpus": corpus, "splits": list(splits),
-                                                     "num_mel_bins": NUM_MEL_BINS}, inputs)
+                                                     "num_mel_bins": num_mel_bins}, inputs)
     if marker.skip_if_complete(force):
         return
     fbank_dir.mkdir(parents=True, exist_ok=True)
     for split in splits:
-        compute_fbank_split(manifest_dir, fbank_dir, corpus, split, num_jobs)
+        compute_fbank_split(manifest_dir, fbank_dir, corpus, split, num_jobs, num_mel_bins)
     marker.write()
 
 
@@ -83,11 +87,12 @@ def main(argv: Optional[list[str]] = None) -> None:
     p.add_argument("--corpus", default="synth", help="manifest name prefix")
     p.add_argument("--splits", default="train dev test", help="space-separated")
     p.add_argument("--nj", type=int, default=1, help="parallel jobs")
+    p.add_argument("--num-mel-bins", type=int, default=80, help="fbank bins (e.g. 23 for 8 kHz audio)")
     add_stage_options(p)
     args = p.parse_args(argv)
     setup_logging(args.log_dir, "compute_fbank")
     run_step(lambda: compute_fbank(args.manifest_dir, args.fbank_dir, args.corpus, args.splits.split(), args.nj,
-                                   args.force))
+                                   args.num_mel_bins, args.force))
 
 
 if __name__ == "__main__":

@@ -10,11 +10,17 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 # Small enough to run in seconds, large enough for every split to have several speakers.
-TINY_OPTIONS = [
+TINY_DATA_OPTIONS = [
     "--num-train", "24", "--num-dev", "4", "--num-test", "4",
     "--num-train-speakers", "4", "--num-dev-speakers", "2", "--num-test-speakers", "2",
     "--bpe-vocab-size", "50", "--nj", "2",
 ]
+# A model that trains in seconds; its WER means nothing, the stages' outputs do.
+TINY_MODEL_OPTIONS = [
+    "--num-epochs", "2", "--hidden-dim", "32", "--num-layers", "2", "--max-duration", "40", "--avg", "2",
+    "--max-active-states", "1000",
+]
+TINY_OPTIONS = TINY_DATA_OPTIONS + TINY_MODEL_OPTIONS
 
 
 def run_recipe(workdir: Path, *args: str, script: Path = REPO / "run.sh") -> subprocess.CompletedProcess:
@@ -36,6 +42,10 @@ class RecipeRun:
     @property
     def data_dir(self) -> Path:
         return self.workdir / "data"
+
+    @property
+    def model_dir(self) -> Path:
+        return self.workdir / "exp" / "ctc_tdnn"
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,7 @@
 import os
 import shutil
 
-from conftest import TINY_OPTIONS, run_recipe
+from conftest import TINY_DATA_OPTIONS, TINY_OPTIONS, run_recipe
 
 
 def test_help_lists_stages_and_options(tmp_path):
@@ -53,12 +53,13 @@ def test_rerun_does_no_work_and_changed_option_redoes(tiny_recipe, tmp_path):
     before = _mtimes(work)
     result = run_recipe(work, *TINY_OPTIONS)
     assert result.returncode == 0, result.stdout
-    for step in ("synthesize", "prepare_manifests", "prepare_lang", "train_lm_3gram", "compute_fbank"):
+    for step in ("synthesize", "prepare_manifests", "prepare_lang", "train_lm_3gram", "compute_fbank", "train",
+                 "compile_hlg", "decode-epoch-2-avg-2"):
         assert f"{step}: already complete" in result.stdout, step
     assert _mtimes(work) == before
 
     # A changed option redoes exactly the stage it affects.
-    result = run_recipe(work, *TINY_OPTIONS[:-4], "--bpe-vocab-size", "40", "--stage", "1", "--stop-stage", "1")
+    result = run_recipe(work, *TINY_DATA_OPTIONS[:-4], "--bpe-vocab-size", "40", "--stage", "1", "--stop-stage", "1")
     assert result.returncode == 0, result.stdout
     assert "prepare_lang: already complete" not in result.stdout
     assert (work / "data" / "lang_bpe_40" / "bpe.model").is_file()

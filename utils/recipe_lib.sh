@@ -31,3 +31,22 @@ require() {
     exit 1
   fi
 }
+
+# append_results TABLE FILE: print a decoding results table and append it to FILE (unless FILE
+# is empty), with the date, the commit and the command that made it. A table is appended once:
+# re-running a complete stage does not repeat it.
+append_results() {
+  cat "$1"
+  [ -n "$2" ] || return 0
+  [ "$1.appended" -nt "$1" ] && return 0
+  {
+    echo
+    echo "### $(basename "$(pwd)") $(date '+%Y-%m-%d %H:%M') ($(git -C "$(dirname "$0")" rev-parse --short HEAD 2>/dev/null || echo 'no git'))"
+    echo
+    echo "Command: \`$0 ${recipe_args:-}\`"
+    echo
+    cat "$1"
+  } >> "$2"
+  touch "$1.appended"
+  log "Results appended to $2"
+}

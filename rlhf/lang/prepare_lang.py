@@ -3,6 +3,7 @@
 Outputs (icefall's names and formats)::
 
     bpe.model            sentencepiece model trained on the training transcripts
+                         (absent with --model-type word: each word is one token)
     tokens.txt           <piece> <id>; id 0 is the CTC blank <blk>
     words.txt            <word> <id>; <eps> 0, <UNK>, the words, then #0 <s> </s>
     lexicon.txt          <word> <piece> <piece> ...  (each word's BPE segmentation)
@@ -61,6 +62,27 @@ def prepare_lang(supervisions: Path, lang_dir: Path, vocab_size: int, model_type
     with atomic_output(lang_dir / "transcript_words.txt") as tmp:
         tmp.write_text("".join(t + "\n" for t in texts))
 
+    words = sorted({w for t in texts for w in t.split()})
+    if model_type == "word":
+        (lang_dir / "bpe.model").unlink(missing_ok=True)
+        tokens = [BLANK, SOS_EOS, UNK_PIECE, *words]
+        spellings = {w: [w] for w in words}
+    else:
+        sp = train_sentencepiece(lang_dir, supervisions, vocab_size, model_type)
+        tokens = [sp.id_to_piece(i) for i in range(sp.get_piece_size())]
+        spellings = {w: sp.encode(w, out_type=str) for w in words}
+    write_symbols(lang_dir / "tokens.txt", tokens)
+    write_symbols(lang_dir / "words.txt", ["<eps>", UNK_WORD, *words, "#0", "<s>", "</s>"])
+    with atomic_output(lang_dir / "lexicon.txt") as tmp:
+        lines = [f"{UNK_WORD} {UNK_PIECE}"] + [f"{w} {' '.join(spellings[w])}" for w in words]
+        tmp.write_text("\n".join(lines) + "\n")
+    marker.write()
+    logging.info("Wrote %s: %d tokens (%s), %d words", lang_dir, len(tokens), model_type, len(words))
+
+
+def train_sentencepiece(lang_dir: Path, supervisions: Path, vocab_size: int,
+                        model_type: str) -> spm.SentencePieceProcessor:
+    """Train ``lang_dir/bpe.model`` on ``lang_dir/transcript_words.txt``."""
     with tempfile.TemporaryDirectory(dir=lang_dir) as tmp_dir:
         try:
             train_bpe(lang_dir / "transcript_words.txt", Path(tmp_dir) / "bpe", vocab_size, model_type)
@@ -70,23 +92,16 @@ def prepare_lang(supervisions: Path, lang_dir: Path, vocab_size: int, model_type
         os.replace(Path(tmp_dir) / "bpe.model", lang_dir / "bpe.model")
     sp = spm.SentencePieceProcessor(model_file=str(lang_dir / "bpe.model"))
     assert sp.id_to_piece(0) == BLANK, "the CTC blank must be token 0"
-    write_symbols(lang_dir / "tokens.txt", (sp.id_to_piece(i) for i in range(sp.get_piece_size())))
-
-    words = sorted({w for t in texts for w in t.split()})
-    write_symbols(lang_dir / "words.txt", ["<eps>", UNK_WORD, *words, "#0", "<s>", "</s>"])
-    with atomic_output(lang_dir / "lexicon.txt") as tmp:
-        lines = [f"{UNK_WORD} {UNK_PIECE}"] + [f"{w} {' '.join(sp.encode(w, out_type=str))}" for w in words]
-        tmp.write_text("\n".join(lines) + "\n")
-    marker.write()
-    logging.info("Wrote %s: %d tokens, %d words", lang_dir, sp.get_piece_size(), len(words))
+    return sp
 
 
 def main(argv: Optional[list[str]] = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("supervisions", type=Path, help="training supervisions, e.g. data/manifests/synth_supervisions_train.jsonl.gz")
     p.add_argument("lang_dir", type=Path, help="e.g. data/lang_bpe_200")
-    p.add_argument("--vocab-size", type=int, default=200)
-    p.add_argument("--model-type", choices=["bpe", "unigram"], default="bpe")
+    p.add_argument("--vocab-size", type=int, default=200, help="sentencepiece vocabulary size (not used for word)")
+    p.add_argument("--model-type", choices=["bpe", "unigram", "word"], default="bpe",
+                   help="sentencepiece model type, or word: one token per word (tiny vocabularies like yesno)")
     add_stage_options(p)
     args = p.parse_args(argv)
     setup_logging(args.log_dir, "prepare_lang")

@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# The yesno recipe: 60 real recordings of one speaker saying eight yes/no words, 8 kHz
+# (Kaldi's and icefall's CI corpus). Same stage numbers as the default recipe, same steps/.
+# Run from this directory: ./run.sh [--corpus-dir /path/to/waves_yesno] [--stage N] ...
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+
+stage=0                       # first stage to run
+stop_stage=4                  # last stage to run
+nj=2                          # parallel jobs
+corpus_dir=                   # local waves_yesno directory (empty: download it into download/)
+data_dir=data                 # manifests, lang, LM and features go here
+exp_dir=exp                   # models and decoding results go here
+lm_order=1                    # word n-gram order (yes and no come in random order)
+num_mel_bins=23               # fbank bins (8 kHz audio)
+num_epochs=15                 # training epochs
+max_duration=30               # seconds of audio per training batch
+lr=0.005                      # peak Adam learning rate
+warmup_steps=10               # learning-rate warm-up
+hidden_dim=64                 # TDNN width
+num_layers=3                  # TDNN blocks
+train_seed=42                 # model initialization, batch order and dropout
+device=auto                   # auto, cpu, cuda:0, ...
+avg=1                         # decode the last epoch averaged with the K-1 before it
+results_file=RESULTS.md       # decoding results are appended here ('' to skip)
+force=false                   # redo stages even when their outputs are complete
+
+help_message="Usage: $0 [options]
+The yesno recipe: word units (YES, NO), a unigram LM, a tiny TDNN; train on 30 recordings,
+test on the other 30."
+
+# The command line, for the results table (no trailing comment: not an option).
+recipe_args="$*"
+. "$root/path.sh"
+. "$root/utils/recipe_lib.sh"
+. "$root/utils/parse_options.sh"
+check_stages
+
+manifest_dir=$data_dir/manifests
+lang_dir=$data_dir/lang_word
+lm_dir=$data_dir/lm
+fbank_dir=$data_dir/fbank
+log_dir=$data_dir/log
+model_dir=$exp_dir/ctc_tdnn
+
+if run_stage 0; then
+  log "Stage 0: prepare the yesno manifests"
+  "$here/local/prepare_yesno.sh" ${corpus_dir:+--corpus-dir "$corpus_dir"} --download-dir download \
+    --force "$force" --log-dir "$log_dir" "$manifest_dir"
+fi
+
+if run_stage 1; then
+  log "Stage 1: word lang dir and n-gram LM"
+  require "$manifest_dir/yesno_supervisions_train.jsonl.gz" 0
+  "$root/steps/prepare_lang.sh" --model-type word --force "$force" --log-dir "$log_dir" \
+    "$manifest_dir/yesno_supervisions_train.jsonl.gz" "$lang_dir"
+  "$root/steps/train_lm.sh" --order "$lm_order" --force "$force" --log-dir "$log_dir" "$lang_dir" "$lm_dir"
+fi
+
+if run_stage 2; then
+  log "Stage 2: ${num_mel_bins}-dim fbank features and cut manifests"
+  require "$manifest_dir/yesno_recordings_train.jsonl.gz" 0
+  "$root/steps/compute_fbank.sh" --corpus yesno --splits "train test" --num-mel-bins "$num_mel_bins" \
+    --nj "$nj" --force "$force" --log-dir "$log_dir" "$manifest_dir" "$fbank_dir"
+fi
+
+if run_stage 3; then
+  log "Stage 3: train the CTC model (per-epoch WER on test: yesno has no dev set)"
+  require "$fbank_dir/yesno_cuts_train.jsonl.gz" 2
+  "$root/steps/train_ctc.sh" --corpus yesno --dev-split test --num-features "$num_mel_bins" \
+    --num-epochs "$num_epochs" --max-duration "$max_duration" --lr "$lr" --warmup-steps "$warmup_steps" \
+    --hidden-dim "$hidden_dim" --num-layers "$num_layers" --seed "$train_seed" --log-interval 10 \
+    --device "$device" --force "$force" "$lang_dir" "$fbank_dir" "$model_dir"
+fi
+
+if run_stage 4; then
+  log "Stage 4: compile HLG, decode and score the test set"
+  require "$model_dir/epoch-$num_epochs.pt" 3
+  "$root/steps/compile_hlg.sh" --force "$force" --log-dir "$log_dir" "$lang_dir" "$lm_dir/G_${lm_order}_gram.fst.txt"
+  "$root/steps/decode.sh" --corpus yesno --splits test --epoch "$num_epochs" --avg "$avg" --device "$device" \
+    "$lang_dir" "$fbank_dir" "$model_dir"
+  append_results "$model_dir/results-epoch-$num_epochs-avg-$avg.md" "$results_file"
+fi

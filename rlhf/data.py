@@ -1,0 +1,83 @@
+"""Batches of fbank cuts from lhotse, as icefall's asr_datamodule makes them."""
+
+import inspect
+import logging
+from pathlib import Path
+from typing import Optional
+
+import torch
+from lhotse import CutSet, load_manifest_lazy
+from lhotse.dataset import DynamicBucketingSampler, K2SpeechRecognitionDataset, SimpleCutSampler
+from torch.utils.data import DataLoader, Sampler
+
+
+def _allow_sampler_without_data_source() -> None:
+    """lhotse 1.33's samplers call ``Sampler.__init__()`` with no argument, which torch 1.13
+    rejects (it requires ``data_source``, which it ignores). Make the argument optional."""
+    param = inspect.signature(Sampler.__init__).parameters.get("data_source")
+    if param is None or param.default is not inspect.Parameter.empty:
+        return
+    original = Sampler.__init__
+
+    def __init__(self, data_source=None) -> None:
+        original(self, data_source)
+
+    Sampler.__init__ = __init__
+
+
+_allow_sampler_without_data_source()
+
+
+def load_cuts(path: Path) -> CutSet:
+    """A cut manifest with features, with a message saying which stage makes it."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path} not found: compute features first (stage 2, steps/compute_fbank.sh)")
+    cuts = load_manifest_lazy(path)
+    first = next(iter(cuts), None)
+    if first is None:
+        raise ValueError(f"{path}: no cuts")
+    if not first.has_features:
+        raise ValueError(f"{path}: cuts have no features; use the cuts written by steps/compute_fbank.sh")
+    return cuts
+
+
+def make_dataloader(cuts: CutSet, max_duration: float, shuffle: bool, seed: int = 0, num_buckets: int = 10,
+                    num_workers: int = 0) -> DataLoader:
+    """Batches of at most ``max_duration`` seconds of audio.
+
+    Training shuffles within duration buckets (less padding); decoding keeps manifest order.
+    The order is a function of ``seed`` and the epoch set with ``loader.sampler.set_epoch``.
+    """
+    if shuffle:
+        sampler = DynamicBucketingSampler(cuts, max_duration=max_duration, shuffle=True, num_buckets=num_buckets,
+                                          seed=seed, drop_last=False)
+    else:
+        sampler = SimpleCutSampler(cuts, max_duration=max_duration, shuffle=False)
+    dataset = K2SpeechRecognitionDataset(return_cuts=True)
+    return DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=num_workers,
+                      persistent_workers=False)
+
+
+def batch_inputs(batch: dict, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, list[str], list[str]]:
+    """Features (N, T, F), frame counts (N,), texts and cut ids, in the batch's order.
+
+    Each cut carries one supervision spanning it, so supervision i belongs to utterance i.
+    """
+    sup = batch["supervisions"]
+    features = batch["inputs"].to(device)
+    num_frames = torch.zeros(features.size(0), dtype=torch.int64)
+    texts, cut_ids = [""] * features.size(0), [""] * features.size(0)
+    for seq, frames, text, cut in zip(sup["sequence_idx"].tolist(), sup["num_frames"].tolist(), sup["text"],
+                                      sup["cut"]):
+        num_frames[seq] = frames
+        texts[seq] = " ".join(text.split())
+        cut_ids[seq] = cut.id
+    return features, num_frames.to(device), texts, cut_ids
+
+
+def log_data_summary(name: str, cuts: CutSet, logger: Optional[logging.Logger] = None) -> None:
+    n, hours = 0, 0.0
+    for c in cuts:
+        n += 1
+        hours += c.duration / 3600
+    (logger or logging.getLogger()).info("%s: %d cuts, %.2f hours", name, n, hours)

@@ -1,0 +1,326 @@
+"""Decode with a trained CTC model and score (stage 4).
+
+Methods:
+  ctc-greedy   best token per frame, no search
+  ctc-1best    shortest path of a k2 lattice over the CTC topology of the tokens (no LM)
+  hlg-1best    shortest path of a k2 lattice over HLG (lexicon and word n-gram LM)
+
+For each method and split, ``<exp_dir>/<method>/`` gets icefall's ``recogs-<split>-<suffix>.txt``,
+``errs-<split>-<suffix>.txt`` and ``wer-summary-<split>-<suffix>.txt``; lattice methods also get
+``nbest-<split>-<suffix>.txt`` (n-best lists drawn from the lattice) and
+``lattice-stats-<split>-<suffix>.json`` (arcs per frame, n-best oracle WER, empty lattices).
+``<exp_dir>/results-<suffix>.md`` is the table of every method, split and statistic.
+"""
+
+import argparse
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+import k2
+import torch
+from tqdm import tqdm
+
+from rlhf.checkpoint import average_checkpoints, checkpoint_path
+from rlhf.cli import add_stage_options, run_step
+from rlhf.ctc import dense_fsa_vec, greedy_search
+from rlhf.data import batch_inputs, load_cuts, make_dataloader
+from rlhf.graphs import ctc_topo_graph, load_graph, read_symbols
+from rlhf.lang.tokenizer import Tokenizer
+from rlhf.log import setup_logging
+from rlhf.manifests import manifest_path
+from rlhf.model import CtcModel
+from rlhf.scoring import Utterance, WerStats, compute_wer, write_errs, write_recogs, write_wer_summary
+from rlhf.stage import StageMarker, atomic_output
+from rlhf.train import pick_device
+
+METHODS = ("ctc-greedy", "ctc-1best", "hlg-1best")
+
+
+@dataclass
+class LatticeConfig:
+    search_beam: float = 20.0
+    output_beam: float = 8.0
+    min_active_states: int = 30
+    max_active_states: int = 10000
+    lm_scale: float = 1.0         # scale of HLG's graph (LM) scores against the acoustic scores
+    num_paths: int = 50           # paths drawn from each lattice for the n-best list and oracle
+    nbest_scale: float = 0.5      # flattens the lattice before sampling, for more distinct paths
+
+
+@dataclass
+class MethodResult:
+    """Hypotheses and statistics of one decoding method on one split."""
+    utts: list[Utterance] = field(default_factory=list)
+    nbest: dict[str, list[tuple[float, list[str]]]] = field(default_factory=dict)
+    oracle_utts: list[Utterance] = field(default_factory=list)
+    num_arcs: int = 0
+    num_frames: int = 0
+    num_empty: int = 0
+    seconds: float = 0.0          # search time, network forward excluded
+
+
+def get_texts(best_paths: k2.Fsa) -> list[list[int]]:
+    """Output label sequences (aux_labels, epsilons and -1 removed) of an FsaVec of paths."""
+    if isinstance(best_paths.aux_labels, k2.RaggedTensor):
+        shape = best_paths.arcs.shape().compose(best_paths.aux_labels.shape)
+        labels = k2.RaggedTensor(shape.remove_axis(1).remove_axis(1), best_paths.aux_labels.values)
+    else:
+        labels = k2.RaggedTensor(best_paths.arcs.shape().remove_axis(1), best_paths.aux_labels)
+    return labels.remove_values_leq(0).tolist()
+
+
+def get_lattice(graph: k2.Fsa, log_probs: torch.Tensor, lengths: torch.Tensor,
+                config: LatticeConfig) -> tuple[k2.Fsa, torch.Tensor]:
+    """Pruned lattices of a batch, with each arc's frame index (``frame_idx``).
+
+    Returns the lattice FsaVec and ``order``: its i-th lattice is utterance ``order[i]``.
+    """
+    dense, order = dense_fsa_vec(log_probs, lengths)
+    lattice = k2.intersect_dense_pruned(graph, dense, search_beam=config.search_beam,
+                                        output_beam=config.output_beam,
+                                        min_active_states=config.min_active_states,
+                                        max_active_states=config.max_active_states, frame_idx_name="frame_idx")
+    return lattice, order
+
+
+def lattice_num_arcs(lattice: k2.Fsa) -> list[int]:
+    """Arcs per lattice of an FsaVec; 0 means the search found no path."""
+    row_splits = lattice.arcs.shape().row_splits(2)[lattice.arcs.shape().row_splits(1).long()]
+    return (row_splits[1:] - row_splits[:-1]).tolist()
+
+
+def arc_outputs(lattice: k2.Fsa) -> list[list[int]]:
+    """Each arc's output labels (aux_labels), epsilons and -1 removed."""
+    if isinstance(lattice.aux_labels, k2.RaggedTensor):
+        return lattice.aux_labels.remove_values_leq(0).tolist()
+    return [[x] if x > 0 else [] for x in lattice.aux_labels.tolist()]
+
+
+def nbest_lists(lattice: k2.Fsa, num_paths: int, nbest_scale: float) -> list[list[tuple[float, list[int]]]]:
+    """Distinct output sequences sampled from each lattice, best first.
+
+    Paths are drawn with k2.random_paths from the lattice with its scores scaled by
+    ``nbest_scale`` (flatter, so more distinct paths); a sequence's score is the best
+    unscaled score of the paths that produce it.
+    """
+    flattened = lattice.clone()
+    flattened.scores = lattice.scores * nbest_scale
+    paths = k2.random_paths(flattened, use_double_scores=True, num_paths=num_paths).tolist()
+    scores = lattice.scores.double().tolist()
+    outputs = arc_outputs(lattice)
+    lists = []
+    for utt_paths in paths:
+        best: dict[tuple[int, ...], float] = {}
+        for arcs in utt_paths:
+            seq = tuple(label for a in arcs for label in outputs[a])
+            score = sum(scores[a] for a in arcs)
+            best[seq] = max(score, best.get(seq, float("-inf")))
+        lists.append(sorted(((score, list(seq)) for seq, score in best.items()), key=lambda e: -e[0]))
+    return lists
+
+
+class Decoder:
+    """Runs the decoding methods on batches and collects their results."""
+
+    def __init__(self, model: CtcModel, tokenizer: Tokenizer, methods: Sequence[str], lattice_config: LatticeConfig,
+                 device: torch.device, hlg: Optional[k2.Fsa] = None, word_table: Optional[dict[str, int]] = None):
+        self.model = model.to(device).eval()
+        self.tokenizer = tokenizer
+        self.methods = list(methods)
+        self.config = lattice_config
+        self.device = device
+        self.graphs: dict[str, k2.Fsa] = {}
+        if "ctc-1best" in methods:
+            self.graphs["ctc-1best"] = ctc_topo_graph(tokenizer.vocab_size - 1).to(device)
+        if "hlg-1best" in methods:
+            if hlg is None or word_table is None:
+                raise ValueError("hlg-1best needs HLG.pt and words.txt")
+            hlg = hlg.to(device)
+            hlg.scores = hlg.scores * lattice_config.lm_scale
+            self.graphs["hlg-1best"] = hlg
+            self.id_to_word = {i: w for w, i in word_table.items()}
+
+    def words(self, method: str, ids: list[int]) -> list[str]:
+        if method == "hlg-1best":
+            return [self.id_to_word[i] for i in ids]
+        return self.tokenizer.decode(ids).split()
+
+    @torch.no_grad()
+    def decode_batch(self, batch: dict, results: dict[str, MethodResult]) -> None:
+        features, num_frames, texts, cut_ids = batch_inputs(batch, self.device)
+        log_probs, lengths = self.model(features, num_frames)
+        refs = [t.split() for t in texts]
+        for method in self.methods:
+            result = results[method]
+            start = time.time()
+            if method == "ctc-greedy":
+                hyps = [self.words(method, h) for h in greedy_search(log_probs, lengths)]
+                result.seconds += time.time() - start
+                result.utts += [Utterance(c, r, h) for c, r, h in zip(cut_ids, refs, hyps)]
+                continue
+            lattice, order = get_lattice(self.graphs[method], log_probs, lengths, self.config)
+            best = k2.shortest_path(lattice, use_double_scores=True)
+            hyps = [self.words(method, h) for h in get_texts(best)]
+            num_arcs = lattice_num_arcs(lattice)
+            nbest = self.nbest_words(method, lattice, num_arcs)
+            result.seconds += time.time() - start
+            for i, u in enumerate(order.tolist()):
+                if num_arcs[i] == 0:
+                    logging.warning("%s: %s: empty lattice (beams too narrow?); scored as all deletions",
+                                    method, cut_ids[u])
+                    result.num_empty += 1
+                result.utts.append(Utterance(cut_ids[u], refs[u], hyps[i]))
+                result.nbest[cut_ids[u]] = nbest[i]
+                candidates = [hyps[i]] + [words for _, words in nbest[i]]
+                oracle = min(candidates, key=lambda h: compute_wer([Utterance("", refs[u], h)]).num_errors)
+                result.oracle_utts.append(Utterance(cut_ids[u], refs[u], oracle))
+            result.num_arcs += sum(num_arcs)
+            result.num_frames += lengths.sum().item()
+
+    def nbest_words(self, method: str, lattice: k2.Fsa, num_arcs: list[int]) -> list[list[tuple[float, list[str]]]]:
+        """N-best lists of the non-empty lattices (k2 cannot sample from an empty one)."""
+        lists: list[list[tuple[float, list[str]]]] = [[] for _ in num_arcs]
+        keep = [i for i, n in enumerate(num_arcs) if n > 0]
+        if keep:
+            sub = k2.index_fsa(lattice, torch.tensor(keep, dtype=torch.int32, device=lattice.device))
+            for i, entries in zip(keep, nbest_lists(sub, self.config.num_paths, self.config.nbest_scale)):
+                lists[i] = [(score, self.words(method, ids)) for score, ids in entries]
+        return lists
+
+
+def decode_split(decoder: Decoder, loader, split: str) -> tuple[dict[str, MethodResult], float, float]:
+    """All methods on one split; returns the results, seconds of audio and network seconds."""
+    results = {m: MethodResult() for m in decoder.methods}
+    audio_seconds, nnet_seconds = 0.0, 0.0
+    for batch in tqdm(loader, desc=f"decode {split}", unit="batch", dynamic_ncols=True):
+        audio_seconds += sum(c.duration for c in batch["supervisions"]["cut"])
+        start = time.time()
+        decoder.decode_batch(batch, results)
+        nnet_seconds += time.time() - start
+    nnet_seconds -= sum(r.seconds for r in results.values())  # what is left is the network's share
+    return results, audio_seconds, nnet_seconds
+
+
+def write_method_outputs(out_dir: Path, split: str, suffix: str, result: MethodResult,
+                         audio_seconds: float, nnet_seconds: float) -> dict:
+    """Kaldi-style files of one method on one split; returns its row of the results table."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stats = compute_wer(result.utts)
+    write_recogs(out_dir / f"recogs-{split}-{suffix}.txt", result.utts)
+    write_errs(out_dir / f"errs-{split}-{suffix}.txt", result.utts, stats)
+    write_wer_summary(out_dir / f"wer-summary-{split}-{suffix}.txt", {out_dir.name: stats})
+    row = {"wer": stats.wer, "summary": stats.summary_line(),
+           "rtf": (result.seconds + nnet_seconds) / max(audio_seconds, 1e-9)}
+    if result.oracle_utts:
+        oracle = compute_wer(result.oracle_utts)
+        row.update(oracle_wer=oracle.wer, arcs_per_frame=result.num_arcs / max(result.num_frames, 1),
+                   num_empty=result.num_empty, num_utts=len(result.utts))
+        with atomic_output(out_dir / f"lattice-stats-{split}-{suffix}.json") as tmp:
+            tmp.write_text(json.dumps({**row, "oracle_summary": oracle.summary_line()}, indent=2) + "\n")
+        with atomic_output(out_dir / f"nbest-{split}-{suffix}.txt") as tmp:
+            with open(tmp, "w", encoding="utf-8") as f:
+                for cut_id in sorted(result.nbest):
+                    for rank, (score, words) in enumerate(result.nbest[cut_id], 1):
+                        f.write(f"{cut_id}-{rank}\t{score:.3f}\t{' '.join(words)}\n")
+    logging.info("%s %s: %s%s", out_dir.name, split, stats.summary_line(),
+                 f"; oracle {row['oracle_wer']:.2f}%, {row['arcs_per_frame']:.1f} arcs/frame, "
+                 f"{row['num_empty']} empty lattices" if "oracle_wer" in row else "")
+    return row
+
+
+def results_table(rows: dict[str, dict[str, dict]], splits: Sequence[str], suffix: str) -> str:
+    """Markdown table: one row per method, WER / oracle / arcs per frame / RTF per split."""
+    header = ["method"] + [f"{s} {col}" for s in splits for col in ("WER", "oracle WER")] + ["arcs/frame", "RTF"]
+    lines = [f"Decoding results ({suffix}); oracle = best of the 1-best and the lattice's n-best list.", "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for method, by_split in rows.items():
+        cells = [method]
+        for s in splits:
+            r = by_split[s]
+            cells += [f"{r['wer']:.2f}", f"{r['oracle_wer']:.2f}" if "oracle_wer" in r else "-"]
+        last = by_split[splits[-1]]
+        cells += [f"{last['arcs_per_frame']:.1f}" if "arcs_per_frame" in last else "-", f"{last['rtf']:.4f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def decode(lang_dir: Path, fbank_dir: Path, exp_dir: Path, corpus: str, splits: Sequence[str], epoch: int, avg: int,
+           methods: Sequence[str], config: LatticeConfig, max_duration: float, device_name: str = "auto",
+           force: bool = False) -> Path:
+    """Decode and score every split with every method; returns the results table's path."""
+    unknown = set(methods) - set(METHODS)
+    if unknown:
+        raise ValueError(f"unknown decoding method(s) {sorted(unknown)}; choose from {', '.join(METHODS)}")
+    suffix = f"epoch-{epoch}-avg-{avg}"
+    table_path = exp_dir / f"results-{suffix}.md"
+    cut_paths = [manifest_path(fbank_dir, corpus, "cuts", split) for split in splits]
+    inputs = [checkpoint_path(exp_dir, e) for e in range(epoch - avg + 1, epoch + 1)] + cut_paths + \
+        [lang_dir / "tokens.txt"] + ([lang_dir / "HLG.pt"] if "hlg-1best" in methods else [])
+    for path in inputs:
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found (checkpoints come from training, HLG.pt from "
+                                    f"steps/compile_hlg.sh, cuts from steps/compute_fbank.sh)")
+    marker = StageMarker(exp_dir, f"decode-{suffix}", {"splits": list(splits), "methods": list(methods),
+                                                      "lattice": asdict(config), "max_duration": max_duration},
+                         inputs)
+    if marker.skip_if_complete(force):
+        return table_path
+    device = pick_device(device_name)
+    tokenizer = Tokenizer(lang_dir)
+    model = average_checkpoints(exp_dir, epoch, avg)
+    if model.config.vocab_size != tokenizer.vocab_size:
+        raise ValueError(f"the model has {model.config.vocab_size} outputs but {lang_dir}/tokens.txt has "
+                         f"{tokenizer.vocab_size} tokens: decode with the lang dir it was trained with")
+    hlg = word_table = None
+    if "hlg-1best" in methods:
+        hlg, word_table = load_graph(lang_dir / "HLG.pt", device), read_symbols(lang_dir / "words.txt")
+    decoder = Decoder(model, tokenizer, methods, config, device, hlg, word_table)
+    rows: dict[str, dict[str, dict]] = {m: {} for m in methods}
+    for split, cuts_path in zip(splits, cut_paths):
+        cuts = load_cuts(cuts_path)
+        loader = make_dataloader(cuts, max_duration, shuffle=False)
+        results, audio_seconds, nnet_seconds = decode_split(decoder, loader, split)
+        for method in methods:
+            rows[method][split] = write_method_outputs(exp_dir / method, split, suffix, results[method],
+                                                       audio_seconds, nnet_seconds)
+    with atomic_output(exp_dir / f"results-{suffix}.json") as tmp:
+        tmp.write_text(json.dumps({"lattice_config": asdict(config), "rows": rows}, indent=2) + "\n")
+    with atomic_output(table_path) as tmp:
+        tmp.write_text(results_table(rows, splits, suffix))
+    marker.write()
+    return table_path
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("lang_dir", type=Path, help="e.g. data/lang_bpe_200 (with HLG.pt for hlg-1best)")
+    p.add_argument("fbank_dir", type=Path, help="cuts with features, e.g. data/fbank")
+    p.add_argument("exp_dir", type=Path, help="where the checkpoints are, e.g. exp/ctc_tdnn")
+    p.add_argument("--corpus", default="synth", help="cut manifest name prefix (default: %(default)s)")
+    p.add_argument("--splits", default="dev test", help="space-separated (default: %(default)s)")
+    p.add_argument("--epoch", type=int, required=True, help="decode epoch-N.pt ...")
+    p.add_argument("--avg", type=int, default=1, help="... averaged with the K-1 epochs before it (default: 1)")
+    p.add_argument("--methods", default=" ".join(METHODS), help="space-separated (default: %(default)s)")
+    p.add_argument("--max-duration", type=float, default=200.0, help="seconds of audio per batch")
+    p.add_argument("--device", default="auto")
+    for name, value in vars(LatticeConfig()).items():
+        p.add_argument("--" + name.replace("_", "-"), type=type(value), default=value, help=f"(default: {value})")
+    add_stage_options(p)
+    args = p.parse_args(argv)
+    setup_logging(args.log_dir or args.exp_dir / "log", "decode")
+    config = LatticeConfig(**{k: getattr(args, k) for k in vars(LatticeConfig())})
+
+    def step() -> None:
+        table = decode(args.lang_dir, args.fbank_dir, args.exp_dir, args.corpus, args.splits.split(), args.epoch,
+                       args.avg, args.methods.split(), config, args.max_duration, args.device, args.force)
+        print(table.read_text())
+
+    run_step(step)
+
+
+if __name__ == "__main__":
+    main()
