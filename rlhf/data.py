@@ -7,7 +7,7 @@ from typing import Optional
 
 import torch
 from lhotse import CutSet, load_manifest_lazy
-from lhotse.dataset import DynamicBucketingSampler, K2SpeechRecognitionDataset, SimpleCutSampler
+from lhotse.dataset import DynamicBucketingSampler, K2SpeechRecognitionDataset, SimpleCutSampler, SpecAugment
 from torch.utils.data import DataLoader, Sampler
 
 
@@ -42,18 +42,23 @@ def load_cuts(path: Path) -> CutSet:
 
 
 def make_dataloader(cuts: CutSet, max_duration: float, shuffle: bool, seed: int = 0, num_buckets: int = 10,
-                    num_workers: int = 0) -> DataLoader:
+                    num_workers: int = 0, spec_augment: bool = False, num_features: int = 80) -> DataLoader:
     """Batches of at most ``max_duration`` seconds of audio.
 
     Training shuffles within duration buckets (less padding); decoding keeps manifest order.
     The order is a function of ``seed`` and the epoch set with ``loader.sampler.set_epoch``.
+    ``spec_augment`` masks time and frequency bands (icefall's settings, the frequency mask
+    scaled to ``num_features``); its draws come from the ``random`` and torch generators.
     """
     if shuffle:
         sampler = DynamicBucketingSampler(cuts, max_duration=max_duration, shuffle=True, num_buckets=num_buckets,
                                           seed=seed, drop_last=False)
     else:
         sampler = SimpleCutSampler(cuts, max_duration=max_duration, shuffle=False)
-    dataset = K2SpeechRecognitionDataset(return_cuts=True)
+    transforms = [SpecAugment(time_warp_factor=80, num_feature_masks=2,
+                              features_mask_size=max(1, round(27 * num_features / 80)), num_frame_masks=10,
+                              frames_mask_size=100)] if spec_augment else []
+    dataset = K2SpeechRecognitionDataset(return_cuts=True, input_transforms=transforms)
     return DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=num_workers,
                       persistent_workers=False)
 

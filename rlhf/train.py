@@ -11,17 +11,19 @@ import argparse
 import json
 import logging
 import math
+import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import torch
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from rlhf.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
-from rlhf.cli import add_stage_options, run_step
+from rlhf.cli import add_stage_options, run_step, str2bool
 from rlhf.ctc import CtcGraphCompiler, ctc_loss, greedy_search
 from rlhf.data import batch_inputs, load_cuts, make_dataloader
 from rlhf.lang.tokenizer import Tokenizer
@@ -42,6 +44,7 @@ class TrainConfig:
     seed: int = 42
     log_interval: int = 20        # batches between loss lines in the log and TensorBoard
     num_workers: int = 0
+    spec_augment: bool = True     # time and frequency masking of the training features
 
 
 @dataclass
@@ -167,7 +170,8 @@ def train(lang_dir: Path, fbank_dir: Path, exp_dir: Path, corpus: str, model_con
     logging.info("Model: %s, %d parameters, device %s", model_config, num_parameters(model), device)
 
     train_loader = make_dataloader(train_cuts, config.max_duration, shuffle=True, seed=config.seed,
-                                   num_workers=config.num_workers)
+                                   num_workers=config.num_workers, spec_augment=config.spec_augment,
+                                   num_features=model_config.num_features)
     dev_loader = make_dataloader(dev_cuts, config.max_duration, shuffle=False, num_workers=config.num_workers)
     with SummaryWriter(str(exp_dir / "tensorboard"), purge_step=trainer.step) as tb:
         for epoch in range(start_epoch, config.num_epochs + 1):
@@ -181,7 +185,11 @@ def train(lang_dir: Path, fbank_dir: Path, exp_dir: Path, corpus: str, model_con
 
 def train_epoch(trainer: Trainer, train_loader, dev_loader, epoch: int, tb: SummaryWriter) -> EpochStats:
     config = trainer.config
-    torch.manual_seed(config.seed + epoch)  # dropout masks depend on the epoch only
+    # Dropout and SpecAugment draws (torch, random, and numpy for time warping) depend on the
+    # seed and the epoch only, so a resumed run repeats them exactly.
+    torch.manual_seed(config.seed + epoch)
+    random.seed(config.seed + epoch)
+    np.random.seed(config.seed + epoch)
     train_loader.sampler.set_epoch(epoch)
     start = time.time()
     loss_sum, num_batches, skipped = 0.0, 0, 0
@@ -266,7 +274,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     p.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda:0, ...")
     d = TrainConfig()
     for name, value in vars(d).items():
-        p.add_argument("--" + name.replace("_", "-"), type=type(value), default=value)
+        p.add_argument("--" + name.replace("_", "-"), type=str2bool if isinstance(value, bool) else type(value),
+                       default=value)
     add_model_options(p)
     add_stage_options(p)
     args = p.parse_args(argv)

@@ -50,9 +50,9 @@ class CorpusConfig:
     num_dev: int = 200
     num_test: int = 200
     num_speakers: dict[str, int] = field(default_factory=lambda: {"train": 100, "dev": 8, "test": 8})
-    snr_min: float = 10.0
-    snr_max: float = 30.0
-    reverb_prob: float = 0.3
+    snr_min: float = 5.0
+    snr_max: float = 25.0
+    reverb_prob: float = 0.5
     rt60_min: float = 0.2
     rt60_max: float = 0.7
 
