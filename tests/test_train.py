@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from batches import make_batch, make_word_lang
+from conftest import TINY_OPTIONS, run_recipe
 from rlhf.checkpoint import average_checkpoints, checkpoint_path, load_checkpoint, load_model, save_checkpoint
 from rlhf.ctc import CtcGraphCompiler, ctc_loss, greedy_search
 from rlhf.data import batch_inputs, load_cuts, make_dataloader
@@ -124,3 +125,15 @@ def test_batches_carry_texts_and_frames_of_their_own_cuts(tiny_recipe):
         for i, cut_id in enumerate(cut_ids):
             assert texts[i] == by_id[cut_id].supervisions[0].text
             assert num_frames[i] == by_id[cut_id].num_frames
+
+
+def test_training_is_deterministic_across_processes(tiny_recipe, tmp_path):
+    """The same seed gives the same weights in a fresh process (SpecAugment and dropout included)."""
+    work = tmp_path / "copy"
+    shutil.copytree(tiny_recipe.workdir, work, symlinks=True)
+    result = run_recipe(work, *TINY_OPTIONS, "--stage", "3", "--stop-stage", "3", "--force", "true")
+    assert result.returncode == 0, result.stdout
+    first = torch.load(checkpoint_path(tiny_recipe.model_dir, 2))["model"]
+    again = torch.load(checkpoint_path(work / "exp" / "ctc_tdnn", 2))["model"]
+    for k, v in first.items():
+        assert torch.equal(v, again[k]), k

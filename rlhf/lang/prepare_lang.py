@@ -100,7 +100,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     p.add_argument("supervisions", type=Path, help="training supervisions, e.g. data/manifests/synth_supervisions_train.jsonl.gz")
     p.add_argument("lang_dir", type=Path, help="e.g. data/lang_bpe_200")
     p.add_argument("--vocab-size", type=int, default=200, help="sentencepiece vocabulary size (not used for word)")
-    p.add_argument("--model-type", choices=["bpe", "unigram", "word"], default="bpe",
+    p.add_argument("--model-type", choices=["bpe", "unigram", "char", "word"], default="bpe",
                    help="sentencepiece model type, or word: one token per word (tiny vocabularies like yesno)")
     add_stage_options(p)
     args = p.parse_args(argv)
