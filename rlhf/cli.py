@@ -2,8 +2,9 @@
 
 import argparse
 import logging
+from dataclasses import fields
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 
 def str2bool(value: str) -> bool:
@@ -17,6 +18,31 @@ def add_stage_options(parser: argparse.ArgumentParser) -> None:
     """``--force`` (redo a complete step) and ``--log-dir`` (where the step's log file goes)."""
     parser.add_argument("--force", type=str2bool, default=False, help="redo even when complete (true/false)")
     parser.add_argument("--log-dir", type=Path, default=None, help="also write the log under this directory")
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults shown for every option; the module docstring kept as written."""
+
+
+def add_model_dirs(parser: argparse.ArgumentParser) -> None:
+    """The positional directories of the steps that train or use a model, and ``--corpus``."""
+    parser.add_argument("lang_dir", type=Path, help="e.g. data/lang_bpe_200 (tokens.txt; HLG.pt for hlg-1best)")
+    parser.add_argument("fbank_dir", type=Path, help="cuts with features, e.g. data/fbank")
+    parser.add_argument("exp_dir", type=Path, help="the model's directory, e.g. exp/ctc_tdnn")
+    parser.add_argument("--corpus", default="synth", help="cut manifest name prefix")
+
+
+def add_dataclass_options(parser: argparse.ArgumentParser, defaults: Any) -> None:
+    """One ``--field-name`` option per field of a config dataclass, defaulting to ``defaults``."""
+    for f in fields(defaults):
+        value = getattr(defaults, f.name)
+        parser.add_argument("--" + f.name.replace("_", "-"), type=str2bool if isinstance(value, bool) else type(value),
+                            default=value, help=f.name.replace("_", " ") + (" (true/false)" if isinstance(value, bool) else ""))
+
+
+def dataclass_from_args(cls: type, args: argparse.Namespace) -> Any:
+    """The config dataclass ``cls`` built from the options add_dataclass_options added."""
+    return cls(**{f.name: getattr(args, f.name) for f in fields(cls)})
 
 
 # Errors a user can fix (bad input, missing files, a directory in the way): one clear log

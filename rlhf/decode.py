@@ -25,7 +25,7 @@ import torch
 from tqdm import tqdm
 
 from rlhf.checkpoint import average_checkpoints, checkpoint_path
-from rlhf.cli import add_stage_options, run_step
+from rlhf.cli import HelpFormatter, add_dataclass_options, add_model_dirs, add_stage_options, dataclass_from_args, run_step
 from rlhf.ctc import dense_fsa_vec, greedy_search
 from rlhf.data import batch_inputs, load_cuts, make_dataloader
 from rlhf.graphs import ctc_topo_graph, load_graph, read_symbols
@@ -296,23 +296,19 @@ def decode(lang_dir: Path, fbank_dir: Path, exp_dir: Path, corpus: str, splits: 
 
 
 def main(argv: Optional[list[str]] = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("lang_dir", type=Path, help="e.g. data/lang_bpe_200 (with HLG.pt for hlg-1best)")
-    p.add_argument("fbank_dir", type=Path, help="cuts with features, e.g. data/fbank")
-    p.add_argument("exp_dir", type=Path, help="where the checkpoints are, e.g. exp/ctc_tdnn")
-    p.add_argument("--corpus", default="synth", help="cut manifest name prefix (default: %(default)s)")
-    p.add_argument("--splits", default="dev test", help="space-separated (default: %(default)s)")
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    add_model_dirs(p)
+    p.add_argument("--splits", default="dev test", help="space-separated")
     p.add_argument("--epoch", type=int, required=True, help="decode epoch-N.pt ...")
-    p.add_argument("--avg", type=int, default=1, help="... averaged with the K-1 epochs before it (default: 1)")
-    p.add_argument("--methods", default=" ".join(METHODS), help="space-separated (default: %(default)s)")
+    p.add_argument("--avg", type=int, default=1, help="... averaged with the K-1 epochs before it")
+    p.add_argument("--methods", default=" ".join(METHODS), help="space-separated")
     p.add_argument("--max-duration", type=float, default=200.0, help="seconds of audio per batch")
-    p.add_argument("--device", default="auto")
-    for name, value in vars(LatticeConfig()).items():
-        p.add_argument("--" + name.replace("_", "-"), type=type(value), default=value, help=f"(default: {value})")
+    p.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda:0, ...")
+    add_dataclass_options(p, LatticeConfig())
     add_stage_options(p)
     args = p.parse_args(argv)
     setup_logging(args.log_dir or args.exp_dir / "log", "decode")
-    config = LatticeConfig(**{k: getattr(args, k) for k in vars(LatticeConfig())})
+    config = dataclass_from_args(LatticeConfig, args)
 
     def step() -> None:
         table = decode(args.lang_dir, args.fbank_dir, args.exp_dir, args.corpus, args.splits.split(), args.epoch,

@@ -23,7 +23,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from rlhf.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
-from rlhf.cli import add_stage_options, run_step, str2bool
+from rlhf.cli import add_dataclass_options, add_model_dirs, add_stage_options, dataclass_from_args, run_step
 from rlhf.ctc import CtcGraphCompiler, ctc_loss, greedy_search
 from rlhf.data import batch_inputs, load_cuts, make_dataloader
 from rlhf.lang.tokenizer import Tokenizer
@@ -247,12 +247,13 @@ def write_history(exp_dir: Path, history: list[EpochStats]) -> None:
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
     d = ModelConfig()
-    p.add_argument("--hidden-dim", type=int, default=d.hidden_dim)
+    p.add_argument("--hidden-dim", type=int, default=d.hidden_dim, help="TDNN width")
     p.add_argument("--num-layers", type=int, default=d.num_layers, help="TDNN blocks")
-    p.add_argument("--subsampling-channels", type=int, default=d.subsampling_channels)
-    p.add_argument("--kernel-size", type=int, default=d.kernel_size)
+    p.add_argument("--subsampling-channels", type=int, default=d.subsampling_channels,
+                   help="channels of the 4x subsampling convolutions")
+    p.add_argument("--kernel-size", type=int, default=d.kernel_size, help="TDNN kernel (odd)")
     p.add_argument("--dilations", default=",".join(map(str, d.dilations)), help="cycled over the TDNN blocks")
-    p.add_argument("--dropout", type=float, default=d.dropout)
+    p.add_argument("--dropout", type=float, default=d.dropout, help="dropout in every TDNN block")
 
 
 def model_config_from_args(args: argparse.Namespace, num_features: int, vocab_size: int) -> ModelConfig:
@@ -264,18 +265,12 @@ def model_config_from_args(args: argparse.Namespace, num_features: int, vocab_si
 
 def main(argv: Optional[list[str]] = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("lang_dir", type=Path, help="e.g. data/lang_bpe_200")
-    p.add_argument("fbank_dir", type=Path, help="cuts with features, e.g. data/fbank")
-    p.add_argument("exp_dir", type=Path, help="e.g. exp/ctc_tdnn")
-    p.add_argument("--corpus", default="synth", help="cut manifest name prefix")
+    add_model_dirs(p)
     p.add_argument("--num-features", type=int, default=80, help="fbank bins of the cuts")
     p.add_argument("--dev-split", default="dev", help="held-out split for the per-epoch loss and WER")
     p.add_argument("--start-epoch", type=int, default=1, help="resume from epoch-(N-1).pt")
     p.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda:0, ...")
-    d = TrainConfig()
-    for name, value in vars(d).items():
-        p.add_argument("--" + name.replace("_", "-"), type=str2bool if isinstance(value, bool) else type(value),
-                       default=value)
+    add_dataclass_options(p, TrainConfig())
     add_model_options(p)
     add_stage_options(p)
     args = p.parse_args(argv)
@@ -283,7 +278,7 @@ def main(argv: Optional[list[str]] = None) -> None:
 
     def step() -> None:
         vocab_size = Tokenizer(args.lang_dir).vocab_size
-        config = TrainConfig(**{k: getattr(args, k) for k in vars(d)})
+        config = dataclass_from_args(TrainConfig, args)
         train(args.lang_dir, args.fbank_dir, args.exp_dir, args.corpus,
               model_config_from_args(args, args.num_features, vocab_size), config, args.start_epoch,
               args.device, args.force, args.dev_split)
