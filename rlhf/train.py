@@ -134,6 +134,19 @@ class Trainer:
         self.step = state["step"]
 
 
+# Options that do not change what an epoch computes: a run may be resumed with other values
+# (e.g. more epochs than first planned).
+RESUMABLE_WITH_CHANGES = {"num_epochs", "log_interval", "num_workers"}
+
+
+def check_resumable(path: Path, saved: dict, config: TrainConfig) -> None:
+    """Refuse to resume from a checkpoint whose training options would change the result."""
+    diffs = [f"--{k.replace('_', '-')}: checkpoint has {v!r}, options say {getattr(config, k)!r}"
+             for k, v in saved.items() if k not in RESUMABLE_WITH_CHANGES and getattr(config, k) != v]
+    if diffs:
+        raise ValueError(f"{path} was trained with other options ({'; '.join(diffs)}); resume with the same ones")
+
+
 def train(lang_dir: Path, fbank_dir: Path, exp_dir: Path, corpus: str, model_config: ModelConfig,
           config: TrainConfig, start_epoch: int = 1, device_name: str = "auto", force: bool = False,
           dev_split: str = "dev") -> None:
@@ -158,9 +171,7 @@ def train(lang_dir: Path, fbank_dir: Path, exp_dir: Path, corpus: str, model_con
     history: list[EpochStats] = []
     if start_epoch > 1:
         state = load_checkpoint(checkpoint_path(exp_dir, start_epoch - 1), expected=model_config)
-        if state.get("train_config") != vars(config):
-            raise ValueError(f"{checkpoint_path(exp_dir, start_epoch - 1)} was trained with other training "
-                             f"options {state.get('train_config')}; resume with the same options")
+        check_resumable(checkpoint_path(exp_dir, start_epoch - 1), state["train_config"], config)
         model.load_state_dict(state["model"])
         trainer.load_state_dict(state["trainer"])
         history = [EpochStats(**h) for h in state["history"]]

@@ -137,3 +137,14 @@ def test_training_is_deterministic_across_processes(tiny_recipe, tmp_path):
     again = torch.load(checkpoint_path(work / "exp" / "ctc_tdnn", 2))["model"]
     for k, v in first.items():
         assert torch.equal(v, again[k]), k
+
+
+def test_resume_with_other_training_options_names_them(tiny_recipe, tmp_path):
+    lang, fbank = tiny_recipe.data_dir / "lang_bpe_50", tiny_recipe.data_dir / "fbank"
+    exp = tmp_path / "exp"
+    shutil.copytree(tiny_recipe.model_dir, exp)
+    saved = torch.load(checkpoint_path(exp, 1))
+    model_config = ModelConfig.from_dict(saved["model_config"])
+    config = TrainConfig(**{**saved["train_config"], "lr": 0.5, "num_epochs": 3})
+    with pytest.raises(ValueError, match=r"--lr: checkpoint has .*, options say 0.5"):
+        train(lang, fbank, exp, "synth", model_config, config, start_epoch=2, device_name="cpu")
