@@ -1,9 +1,7 @@
 """Batches of fbank cuts from lhotse, as icefall's asr_datamodule makes them."""
 
 import inspect
-import logging
 from pathlib import Path
-from typing import Optional
 
 import torch
 from lhotse import CutSet, load_manifest_lazy
@@ -78,11 +76,3 @@ def batch_inputs(batch: dict, device: torch.device) -> tuple[torch.Tensor, torch
         texts[seq] = " ".join(text.split())
         cut_ids[seq] = cut.id
     return features, num_frames.to(device), texts, cut_ids
-
-
-def log_data_summary(name: str, cuts: CutSet, logger: Optional[logging.Logger] = None) -> None:
-    n, hours = 0, 0.0
-    for c in cuts:
-        n += 1
-        hours += c.duration / 3600
-    (logger or logging.getLogger()).info("%s: %d cuts, %.2f hours", name, n, hours)

@@ -33,7 +33,7 @@ from rlhf.lang.tokenizer import Tokenizer
 from rlhf.log import setup_logging
 from rlhf.manifests import manifest_path
 from rlhf.model import CtcModel
-from rlhf.scoring import Utterance, WerStats, compute_wer, write_errs, write_recogs, write_wer_summary
+from rlhf.scoring import Utterance, compute_wer, write_errs, write_recogs, write_wer_summary
 from rlhf.stage import StageMarker, atomic_output
 from rlhf.train import pick_device
 
@@ -134,6 +134,7 @@ class Decoder:
         self.config = lattice_config
         self.device = device
         self.graphs: dict[str, k2.Fsa] = {}
+        self.nnet_seconds = 0.0  # network forward time, shared by every method
         if "ctc-1best" in methods:
             self.graphs["ctc-1best"] = ctc_topo_graph(tokenizer.vocab_size - 1).to(device)
         if "hlg-1best" in methods:
@@ -152,34 +153,43 @@ class Decoder:
     @torch.no_grad()
     def decode_batch(self, batch: dict, results: dict[str, MethodResult]) -> None:
         features, num_frames, texts, cut_ids = batch_inputs(batch, self.device)
+        start = time.time()
         log_probs, lengths = self.model(features, num_frames)
+        self.nnet_seconds += time.time() - start
         refs = [t.split() for t in texts]
         for method in self.methods:
-            result = results[method]
-            start = time.time()
             if method == "ctc-greedy":
+                start = time.time()
                 hyps = [self.words(method, h) for h in greedy_search(log_probs, lengths)]
-                result.seconds += time.time() - start
-                result.utts += [Utterance(c, r, h) for c, r, h in zip(cut_ids, refs, hyps)]
-                continue
-            lattice, order = get_lattice(self.graphs[method], log_probs, lengths, self.config)
-            best = k2.shortest_path(lattice, use_double_scores=True)
-            hyps = [self.words(method, h) for h in get_texts(best)]
-            num_arcs = lattice_num_arcs(lattice)
-            nbest = self.nbest_words(method, lattice, num_arcs)
-            result.seconds += time.time() - start
-            for i, u in enumerate(order.tolist()):
-                if num_arcs[i] == 0:
-                    logging.warning("%s: %s: empty lattice (beams too narrow?); scored as all deletions",
-                                    method, cut_ids[u])
-                    result.num_empty += 1
-                result.utts.append(Utterance(cut_ids[u], refs[u], hyps[i]))
-                result.nbest[cut_ids[u]] = nbest[i]
-                candidates = [hyps[i]] + [words for _, words in nbest[i]]
-                oracle = min(candidates, key=lambda h: compute_wer([Utterance("", refs[u], h)]).num_errors)
-                result.oracle_utts.append(Utterance(cut_ids[u], refs[u], oracle))
-            result.num_arcs += sum(num_arcs)
-            result.num_frames += lengths.sum().item()
+                results[method].seconds += time.time() - start
+                results[method].utts += [Utterance(c, r, h) for c, r, h in zip(cut_ids, refs, hyps)]
+            else:
+                self.decode_lattices(method, log_probs, lengths, cut_ids, refs, results[method])
+
+    def decode_lattices(self, method: str, log_probs: torch.Tensor, lengths: torch.Tensor, cut_ids: list[str],
+                        refs: list[list[str]], result: MethodResult) -> None:
+        """1-best, n-best list, oracle and lattice size of every utterance of a batch.
+
+        Only the search and the n-best sampling count as decoding time, not the oracle's scoring.
+        """
+        start = time.time()
+        lattice, order = get_lattice(self.graphs[method], log_probs, lengths, self.config)
+        hyps = [self.words(method, h) for h in get_texts(k2.shortest_path(lattice, use_double_scores=True))]
+        num_arcs = lattice_num_arcs(lattice)
+        nbest = self.nbest_words(method, lattice, num_arcs)
+        result.seconds += time.time() - start
+        for i, u in enumerate(order.tolist()):
+            if num_arcs[i] == 0:
+                logging.warning("%s: %s: empty lattice (beams too narrow?); scored as all deletions",
+                                method, cut_ids[u])
+                result.num_empty += 1
+            result.utts.append(Utterance(cut_ids[u], refs[u], hyps[i]))
+            result.nbest[cut_ids[u]] = nbest[i]
+            candidates = [hyps[i]] + [words for _, words in nbest[i]]
+            oracle = min(candidates, key=lambda h: compute_wer([Utterance("", refs[u], h)]).num_errors)
+            result.oracle_utts.append(Utterance(cut_ids[u], refs[u], oracle))
+        result.num_arcs += sum(num_arcs)
+        result.num_frames += lengths.sum().item()
 
     def nbest_words(self, method: str, lattice: k2.Fsa, num_arcs: list[int]) -> list[list[tuple[float, list[str]]]]:
         """N-best lists of the non-empty lattices (k2 cannot sample from an empty one)."""
@@ -195,14 +205,11 @@ class Decoder:
 def decode_split(decoder: Decoder, loader, split: str) -> tuple[dict[str, MethodResult], float, float]:
     """All methods on one split; returns the results, seconds of audio and network seconds."""
     results = {m: MethodResult() for m in decoder.methods}
-    audio_seconds, nnet_seconds = 0.0, 0.0
+    audio_seconds, nnet_start = 0.0, decoder.nnet_seconds
     for batch in tqdm(loader, desc=f"decode {split}", unit="batch", dynamic_ncols=True):
         audio_seconds += sum(c.duration for c in batch["supervisions"]["cut"])
-        start = time.time()
         decoder.decode_batch(batch, results)
-        nnet_seconds += time.time() - start
-    nnet_seconds -= sum(r.seconds for r in results.values())  # what is left is the network's share
-    return results, audio_seconds, nnet_seconds
+    return results, audio_seconds, decoder.nnet_seconds - nnet_start
 
 
 def write_method_outputs(out_dir: Path, split: str, suffix: str, result: MethodResult,
