@@ -37,7 +37,7 @@ avg=3                         # ... averaged with the epochs before it
 search_beam=20                # lattice search beam (stage 4)
 output_beam=8                 # lattice output beam
 max_active_states=10000       # most active states per frame in the lattice search
-lm_scale=1.0                  # weight of the HLG graph (LM) scores
+lm_scale=0.5                  # weight of the HLG graph (LM) scores (tuned on dev)
 results_file=RESULTS.md       # decoding results are appended here ('' to skip)
 force=false                   # redo stages even when their outputs are complete
 
