@@ -25,17 +25,17 @@ import torch
 from tqdm import tqdm
 
 from rlhf.checkpoint import average_checkpoints, checkpoint_path
-from rlhf.cli import HelpFormatter, add_dataclass_options, add_model_dirs, add_stage_options, dataclass_from_args, run_step
+from rlhf.cli import (HelpFormatter, add_dataclass_options, add_model_dirs, add_stage_options, dataclass_from_args,
+                      run_step)
 from rlhf.ctc import dense_fsa_vec, greedy_search
 from rlhf.data import batch_inputs, load_cuts, make_dataloader
 from rlhf.graphs import ctc_topo_graph, load_graph, read_symbols
 from rlhf.lang.tokenizer import Tokenizer
 from rlhf.log import setup_logging
 from rlhf.manifests import manifest_path
-from rlhf.model import CtcModel
-from rlhf.scoring import Utterance, compute_wer, write_errs, write_recogs, write_wer_summary
+from rlhf.model import CtcModel, pick_device
+from rlhf.scoring import Utterance, compute_wer, oracle_hypothesis, write_errs, write_recogs, write_wer_summary
 from rlhf.stage import StageMarker, atomic_output
-from rlhf.train import pick_device
 
 METHODS = ("ctc-greedy", "ctc-1best", "hlg-1best")
 
@@ -63,14 +63,22 @@ class MethodResult:
     seconds: float = 0.0          # search time, network forward excluded
 
 
+def arc_labels(fsa: k2.Fsa) -> k2.RaggedTensor:
+    """Each arc's output labels as a ragged [arc][label] tensor, epsilons and -1 removed.
+
+    HLG's aux_labels are ragged (an arc may output several words), the CTC topology's a
+    plain tensor (one token per arc); this reads both the same way.
+    """
+    aux = fsa.aux_labels
+    ragged = aux if isinstance(aux, k2.RaggedTensor) else k2.RaggedTensor(aux.unsqueeze(1))
+    return ragged.remove_values_leq(0)
+
+
 def get_texts(best_paths: k2.Fsa) -> list[list[int]]:
-    """Output label sequences (aux_labels, epsilons and -1 removed) of an FsaVec of paths."""
-    if isinstance(best_paths.aux_labels, k2.RaggedTensor):
-        shape = best_paths.arcs.shape().compose(best_paths.aux_labels.shape)
-        labels = k2.RaggedTensor(shape.remove_axis(1).remove_axis(1), best_paths.aux_labels.values)
-    else:
-        labels = k2.RaggedTensor(best_paths.arcs.shape().remove_axis(1), best_paths.aux_labels)
-    return labels.remove_values_leq(0).tolist()
+    """Output label sequences of an FsaVec of paths, one per FSA."""
+    labels = arc_labels(best_paths)
+    shape = best_paths.arcs.shape().compose(labels.shape).remove_axis(1).remove_axis(1)
+    return k2.RaggedTensor(shape, labels.values).tolist()
 
 
 def get_lattice(graph: k2.Fsa, log_probs: torch.Tensor, lengths: torch.Tensor,
@@ -93,13 +101,6 @@ def lattice_num_arcs(lattice: k2.Fsa) -> list[int]:
     return (row_splits[1:] - row_splits[:-1]).tolist()
 
 
-def arc_outputs(lattice: k2.Fsa) -> list[list[int]]:
-    """Each arc's output labels (aux_labels), epsilons and -1 removed."""
-    if isinstance(lattice.aux_labels, k2.RaggedTensor):
-        return lattice.aux_labels.remove_values_leq(0).tolist()
-    return [[x] if x > 0 else [] for x in lattice.aux_labels.tolist()]
-
-
 def nbest_lists(lattice: k2.Fsa, num_paths: int, nbest_scale: float) -> list[list[tuple[float, list[int]]]]:
     """Distinct output sequences sampled from each lattice, best first.
 
@@ -111,7 +112,7 @@ def nbest_lists(lattice: k2.Fsa, num_paths: int, nbest_scale: float) -> list[lis
     flattened.scores = lattice.scores * nbest_scale
     paths = k2.random_paths(flattened, use_double_scores=True, num_paths=num_paths).tolist()
     scores = lattice.scores.double().tolist()
-    outputs = arc_outputs(lattice)
+    outputs = arc_labels(lattice).tolist()
     lists = []
     for utt_paths in paths:
         best: dict[tuple[int, ...], float] = {}
@@ -140,9 +141,9 @@ class Decoder:
         if "hlg-1best" in methods:
             if hlg is None or word_table is None:
                 raise ValueError("hlg-1best needs HLG.pt and words.txt")
-            hlg = hlg.to(device)
-            hlg.scores = hlg.scores * lattice_config.lm_scale
-            self.graphs["hlg-1best"] = hlg
+            scaled = hlg.to(device).clone()  # the caller's graph keeps its scores
+            scaled.scores = scaled.scores * lattice_config.lm_scale
+            self.graphs["hlg-1best"] = scaled
             self.id_to_word = {i: w for w, i in word_table.items()}
 
     def words(self, method: str, ids: list[int]) -> list[str]:
@@ -185,8 +186,7 @@ class Decoder:
                 result.num_empty += 1
             result.utts.append(Utterance(cut_ids[u], refs[u], hyps[i]))
             result.nbest[cut_ids[u]] = nbest[i]
-            candidates = [hyps[i]] + [words for _, words in nbest[i]]
-            oracle = min(candidates, key=lambda h: compute_wer([Utterance("", refs[u], h)]).num_errors)
+            oracle = oracle_hypothesis(refs[u], [hyps[i]] + [words for _, words in nbest[i]])
             result.oracle_utts.append(Utterance(cut_ids[u], refs[u], oracle))
         result.num_arcs += sum(num_arcs)
         result.num_frames += lengths.sum().item()

@@ -23,7 +23,6 @@ from rlhf.manifests import manifest_path
 from rlhf.stage import StageMarker, atomic_output
 
 
-
 def manifest_paths(manifest_dir: Path, corpus: str, split: str) -> tuple[Path, Path]:
     """The recordings and supervisions manifests of one split."""
     return tuple(manifest_path(manifest_dir, corpus, kind, split) for kind in ("recordings", "supervisions"))
@@ -54,11 +53,11 @@ def compute_fbank_split(manifest_dir: Path, fbank_dir: Path, corpus: str, split:
     storage.mkdir(parents=True)
     logging.info("Computing fbank for %s: %d cuts, %.2f hours, %d jobs", split, len(cuts),
                  sum(c.duration for c in cuts) / 3600, num_jobs)
-    chunks = cuts.split(num_splits=min(len(cuts), 16 * num_jobs))
     rates = {c.sampling_rate for c in cuts}
     if len(rates) != 1:
         raise ValueError(f"{split}: recordings have several sampling rates {sorted(rates)}; resample them first")
     config = FbankConfig(num_mel_bins=num_mel_bins, sampling_rate=rates.pop())
+    chunks = cuts.split(num_splits=min(len(cuts), 16 * num_jobs))
     jobs = [(chunk, storage / f"feats-{i:03d}", config) for i, chunk in enumerate(chunks)]
     with ProcessPoolExecutor(num_jobs, mp_context=multiprocessing.get_context("fork")) as pool:
         done = list(tqdm(pool.map(_extract, jobs), total=len(jobs), desc=f"fbank {split}"))

@@ -105,5 +105,12 @@ def normalize_per_utterance(features: torch.Tensor, num_frames: torch.Tensor) ->
     return (features - mean) / (var + 1e-5).sqrt() * mask
 
 
+def pick_device(name: str) -> torch.device:
+    """``--device``: ``auto`` is the GPU when there is one, else the CPU; anything else is torch's name."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
 def num_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())

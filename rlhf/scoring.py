@@ -98,6 +98,13 @@ def compute_wer(utts: Sequence[Utterance]) -> WerStats:
     )
 
 
+def oracle_hypothesis(ref: list[str], hyps: Sequence[list[str]]) -> list[str]:
+    """The hypothesis with the fewest errors against ``ref`` (the first of equals); one jiwer call."""
+    alignments = _align_all([Utterance("", ref, h) for h in hyps])
+    errors = [sum(_edit_type(r, h) != "cor" for r, h in ali) for ali in alignments]
+    return hyps[errors.index(min(errors))]
+
+
 def write_recogs(path: Path, utts: Sequence[Utterance]) -> None:
     """icefall's recogs-*.txt: a ref and a hyp line per cut, sorted by cut id so runs diff cleanly."""
     with atomic_output(path) as tmp, open(tmp, "w", encoding="utf-8") as f:

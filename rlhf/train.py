@@ -13,7 +13,7 @@ import logging
 import math
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -23,13 +23,14 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from rlhf.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
-from rlhf.cli import add_dataclass_options, add_model_dirs, add_stage_options, dataclass_from_args, run_step
+from rlhf.cli import (add_dataclass_options, add_model_dirs, add_stage_options, dataclass_from_args,
+                      run_step)
 from rlhf.ctc import CtcGraphCompiler, ctc_loss, greedy_search
 from rlhf.data import batch_inputs, load_cuts, make_dataloader
 from rlhf.lang.tokenizer import Tokenizer
 from rlhf.log import setup_logging
 from rlhf.manifests import manifest_path
-from rlhf.model import CtcModel, ModelConfig, num_parameters
+from rlhf.model import CtcModel, ModelConfig, num_parameters, pick_device
 from rlhf.scoring import Utterance, compute_wer
 from rlhf.stage import StageMarker, atomic_output
 
@@ -57,19 +58,13 @@ class EpochStats:
     seconds: float
     num_batches: int
     num_skipped: int              # batches with a non-finite loss or gradient
-    lr: float = field(default=0.0)
+    lr: float
 
 
 def learning_rate_factor(step: int, warmup_steps: int) -> float:
     """Linear warm-up to 1 over ``warmup_steps``, then decay as 1/sqrt(step)."""
     step = max(step, 1)
     return min(step / warmup_steps, math.sqrt(warmup_steps / step))
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 class Trainer:
