@@ -6,7 +6,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 
 stage=0                       # first stage to run
-stop_stage=4                  # last stage to run
+stop_stage=6                  # last stage to run
 nj=2                          # parallel jobs
 seed=1                        # corpus seed: same seed, same corpus, byte for byte
 corpus_dir=download/synth     # where stage 0 writes the synthesized corpus
@@ -38,6 +38,12 @@ search_beam=20                # lattice search beam (stage 4)
 output_beam=8                 # lattice output beam
 max_active_states=10000       # most active states per frame in the lattice search
 lm_scale=0.5                  # weight of the HLG graph (LM) scores (tuned on dev)
+lattice_splits="train dev"    # stage 5: splits decoded into training lattices
+lattice_output_beam=8         # stage 5: lattice output beam (search beam and LM scale as in stage 4)
+reward=frame                  # stage 6: frame (sMBR: agreement with the forced alignment) or edit (minus errors)
+alpha=1.0                     # stage 6: Q-learning rate (1: one sweep is exact)
+gamma=1.0                     # stage 6: discount
+temperature=0                 # stage 6: 0 for max (Q-learning), > 0 for the soft (log-sum-exp) values
 results_file=RESULTS.md       # decoding results are appended here ('' to skip)
 force=false                   # redo stages even when their outputs are complete
 
@@ -110,4 +116,23 @@ if run_stage 4; then
     --device "$device" "$lang_dir" "$fbank_dir" "$model_dir"
   append_results "$model_dir/results-epoch-$epoch-avg-$avg.md" "$results_file"
   log "Stage 4 done: recogs-*, errs-*, wer-summary-* under $model_dir/<method>/"
+fi
+
+if run_stage 5; then
+  log "Stage 5: decode ${lattice_splits} into k2 lattices for sequence training"
+  require "$model_dir/epoch-$epoch.pt" 3
+  require "$lang_dir/HLG.pt" 4
+  "$here/steps/make_lattices.sh" --splits "$lattice_splits" --epoch "$epoch" --avg "$avg" \
+    --search-beam "$search_beam" --output-beam "$lattice_output_beam" --max-active-states "$max_active_states" \
+    --lm-scale "$lm_scale" --device "$device" --force "$force" "$lang_dir" "$fbank_dir" "$model_dir"
+  log "Stage 5 done: shards and stats.json under $model_dir/lattices/"
+fi
+
+if run_stage 6; then
+  log "Stage 6: Q-learning over the lattices ($reward reward)"
+  require "$model_dir/lattices/stats.json" 5
+  "$here/steps/qlearn.sh" --splits "$lattice_splits" --reward "$reward" --alpha "$alpha" --gamma "$gamma" \
+    --temperature "$temperature" --force "$force" "$model_dir"
+  append_results "$model_dir/qlearn-$reward.md" "$results_file"
+  log "Stage 6 done: per-arc Q, V, advantages in $model_dir/lattices/<split>/q-$reward/"
 fi

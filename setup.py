@@ -16,6 +16,9 @@ setup(
             "rlhf-compute-fbank=rlhf.features:main",
             "rlhf-train-ctc=rlhf.train:main",
             "rlhf-decode=rlhf.decode:main",
+            "rlhf-make-lattices=rlhf.make_lattices:main",
+            "rlhf-qlearn=rlhf.qlearn:main",
+            "rlhf-bench-qlearning=rlhf.rl.bench:main",
         ]
     },
 )

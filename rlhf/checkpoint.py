@@ -4,6 +4,7 @@ A checkpoint carries the model configuration, so loading it into a model built w
 options fails with a message naming the options that differ, not a shape error.
 """
 
+import hashlib
 from pathlib import Path
 from typing import Any, Optional
 
@@ -66,3 +67,12 @@ def average_checkpoints(exp_dir: Path, epoch: int, avg: int) -> CtcModel:
     model.load_state_dict({k: (v / avg).to(model.state_dict()[k].dtype) if v.is_floating_point() else v
                            for k, v in total.items()})
     return model
+
+
+def model_digest(model: torch.nn.Module) -> str:
+    """sha256 of a model's parameters and buffers: ties derived files (lattices) to the model that made them."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()

@@ -1,5 +1,7 @@
 """CTC with k2: dense FSA vectors from network outputs, training graphs, and the loss."""
 
+from typing import Optional
+
 import k2
 import torch
 
@@ -51,3 +53,24 @@ def greedy_search(log_probs: torch.Tensor, lengths: torch.Tensor) -> list[list[i
         seq = torch.unique_consecutive(seq[:n])
         hyps.append(seq[seq != 0].tolist())
     return hyps
+
+
+def forced_alignments(log_probs: torch.Tensor, lengths: torch.Tensor, texts: list[str], compiler: CtcGraphCompiler,
+                      output_beam: float = 10.0) -> list[Optional[torch.Tensor]]:
+    """Best CTC alignment of each transcript (one label per frame, blank = 0), in the batch's order.
+
+    The best path of the k2 intersection of the transcript's CTC graph with the network
+    output. None for an utterance whose transcript cannot be aligned (too long for its frames).
+    """
+    dense, order = dense_fsa_vec(log_probs, lengths)
+    graphs = compiler.compile([texts[i] for i in order.tolist()])
+    lattice = k2.intersect_dense(graphs, dense, output_beam=output_beam, frame_idx_name="frame_idx")
+    best = k2.shortest_path(lattice, use_double_scores=True)
+    alignments: list[Optional[torch.Tensor]] = [None] * len(texts)
+    splits = best.arcs.shape().row_splits(2)[best.arcs.shape().row_splits(1).long()].tolist()
+    labels = best.labels.cpu()
+    for i, u in enumerate(order.tolist()):
+        path = labels[splits[i]:splits[i + 1]]
+        if len(path) == int(lengths[u]) + 1:  # one arc per frame, then the final arc
+            alignments[u] = path[:-1].clone()
+    return alignments

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Benchmark: vectorized Q-learning vs the plain Python per-arc loop on the stage-5 lattices.
+# Run after stages 5 (./run.sh --stage 5 --stop-stage 5). Not part of ./test.sh: the plain loop
+# takes minutes on the training lattices. The table is printed and appended to RESULTS.md.
+#   local/bench_qlearning.sh [--split train] [--max-shards N] [--threads 1] [--alpha 1.0] [--gamma 1.0]
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")/.." && pwd)
+exp_dir=exp/ctc_tdnn          # the model directory whose lattices/ to use
+split=train                   # which split's lattices
+max_shards=                   # use the first N shards only (empty: all)
+threads=1                     # torch threads for the vectorized implementation
+alpha=1.0                     # Q-learning rate
+gamma=1.0                     # discount
+results_file=RESULTS.md       # append the table here ('' to skip)
+
+help_message="Usage: $0 [options]"
+recipe_args="$*"
+. "$here/path.sh"
+. "$here/utils/recipe_lib.sh"
+. "$here/utils/parse_options.sh"
+
+if [ ! -d "$exp_dir/lattices/$split" ]; then
+  log "ERROR: no lattices in $exp_dir/lattices/$split; make them first: ./run.sh --stage 5 --stop-stage 5"
+  exit 1
+fi
+out=$exp_dir/bench-qlearning-$split.md
+log "Benchmarking Q-learning on $exp_dir/lattices/$split"
+rlhf-bench-qlearning ${max_shards:+--max-shards "$max_shards"} --threads "$threads" --alpha "$alpha" \
+  --gamma "$gamma" --out "$out" "$exp_dir/lattices/$split" > /dev/null
+append_results "$out" "$results_file"

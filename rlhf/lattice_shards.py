@@ -1,0 +1,82 @@
+"""The on-disk format of training lattices: ``exp/<name>/lattices/<split>/shard-NNNNN.pt``.
+
+A shard holds an FsaVec (``Fsa.as_dict()``, icefall's convention) and, per lattice, the cut id,
+the reference (text, output-label ids), its forced alignment and frame count. Arc attributes:
+``labels`` (CTC token per frame, 0 = blank), ``aux_labels`` (output words or tokens),
+``frame_idx`` (the arc's frame), ``graph_scores`` (the decoding graph's share of the score,
+LM scale applied), so a later model can re-score the arcs: kappa * log p(label | frame) + graph score.
+``meta`` names the model and lang dir the shard came from, so it is never used with another.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import k2
+import torch
+
+from rlhf.stage import atomic_output
+
+
+@dataclass
+class LatticeShard:
+    lattice: k2.Fsa                 # FsaVec, lattice i is utterance i
+    cut_ids: list[str]
+    texts: list[str]
+    references: list[list[int]]     # output-label ids of each reference (words for HLG lattices); OOV -> oov_id
+    alignments: list[torch.Tensor]  # CTC label per frame of each reference (the frame reward's target)
+    num_frames: list[int]           # network output frames of each utterance
+    meta: dict[str, Any]            # model digest, lang digest, graph, options
+
+    def save(self, path: Path) -> None:
+        lengths = torch.tensor([len(a) for a in self.alignments], dtype=torch.int64)
+        flat = torch.cat(self.alignments).to(torch.int32) if self.alignments else torch.zeros(0, dtype=torch.int32)
+        state = {"lattice": self.lattice.to("cpu").as_dict(), "cut_ids": self.cut_ids, "texts": self.texts,
+                 "references": self.references, "alignments": flat, "alignment_lengths": lengths,
+                 "num_frames": self.num_frames, "meta": self.meta}
+        with atomic_output(path) as tmp:
+            torch.save(state, tmp)
+
+    @staticmethod
+    def load(path: Path, device: torch.device = torch.device("cpu")) -> "LatticeShard":
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: make lattices first (stage 5, steps/make_lattices.sh)")
+        state = torch.load(path, map_location="cpu")
+        if "lattice" not in state or "meta" not in state:
+            raise ValueError(f"{path} is not a lattice shard of this toolkit")
+        lattice = k2.Fsa.from_dict(state["lattice"]).to(device)
+        alignments = list(torch.split(state["alignments"].long(), state["alignment_lengths"].tolist()))
+        return LatticeShard(lattice, state["cut_ids"], state["texts"], state["references"], alignments,
+                            state["num_frames"], state["meta"])
+
+    def check_made_with(self, path: Path, model_digest: str, lang_digest: str) -> None:
+        """Refuse a shard made by another model or lang dir (its arcs would index other outputs)."""
+        for key, want, what in (("model_digest", model_digest, "model"), ("lang_digest", lang_digest, "lang dir")):
+            if self.meta.get(key) != want:
+                raise ValueError(f"{path} was made with another {what} ({self.meta.get('made_with', '?')}); "
+                                 f"remake the lattices (stage 5 with --force true) for this model and lang dir")
+
+
+def shard_path(directory: Path, index: int) -> Path:
+    return Path(directory) / f"shard-{index:05d}.pt"
+
+
+def shard_paths(directory: Path) -> list[Path]:
+    """The shards of a split, in order; a missing directory or no shard is an error."""
+    paths = sorted(Path(directory).glob("shard-*.pt"))
+    if not paths:
+        raise FileNotFoundError(f"no lattice shards in {directory}: run stage 5 (steps/make_lattices.sh) first")
+    return paths
+
+
+def iter_shards(directory: Path, device: torch.device = torch.device("cpu")) -> Iterator[tuple[Path, LatticeShard]]:
+    """Shards loaded one at a time (a split's lattices need not fit in memory together)."""
+    for path in shard_paths(directory):
+        yield path, LatticeShard.load(path, device)
+
+
+def first_arcs(fsas: k2.Fsa) -> torch.Tensor:
+    """Global index of each FSA's first arc, plus the total at the end ([num_fsas + 1])."""
+    shape = fsas.arcs.shape()
+    return shape.row_splits(2)[shape.row_splits(1).long()].long()

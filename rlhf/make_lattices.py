@@ -1,0 +1,250 @@
+"""Decode the training data (and dev) into k2 lattices for sequence training (stage 5).
+
+For each split, ``<exp_dir>/lattices/<split>/`` gets ``shard-NNNNN.pt`` files (see
+rlhf/lattice_shards.py: lattices with each arc's frame index and graph score, references,
+forced alignments) and ``stats.json``. Reported per shard and overall: arcs per frame, the
+exact lattice oracle WER (best path of the product with the reference's Levenshtein
+automaton) against the 1-best WER, utterances skipped (an empty lattice, a reference that
+cannot be aligned: counted, not fatal) and throughput in frames per second.
+"""
+
+import argparse
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+import k2
+import torch
+from tqdm import tqdm
+
+from rlhf.checkpoint import average_checkpoints, checkpoint_path, model_digest
+from rlhf.cli import (HelpFormatter, add_dataclass_options, add_model_dirs, add_stage_options, dataclass_from_args,
+                      run_step)
+from rlhf.ctc import CtcGraphCompiler, forced_alignments
+from rlhf.data import batch_inputs, load_cuts, make_dataloader
+from rlhf.decode import LatticeConfig, get_lattice, get_texts, lattice_num_arcs
+from rlhf.graphs import ctc_topo_graph, load_graph, read_symbols
+from rlhf.lang.tokenizer import Tokenizer
+from rlhf.lattice_shards import LatticeShard, shard_path
+from rlhf.log import setup_logging
+from rlhf.manifests import manifest_path
+from rlhf.model import CtcModel, pick_device
+from rlhf.rl.rewards import edit_distance
+from rlhf.rl.values import oracle_errors
+from rlhf.stage import StageMarker, atomic_output, file_digest
+
+GRAPHS = ("hlg", "ctc")
+
+
+@dataclass
+class LatticeStats:
+    """Counts over a shard or a split."""
+    num_utts: int = 0
+    num_frames: int = 0
+    num_arcs: int = 0
+    ref_words: int = 0
+    onebest_errors: int = 0
+    oracle_errors: int = 0
+    num_empty: int = 0           # the search found no path (beams too narrow)
+    num_unaligned: int = 0       # the reference cannot be aligned to the audio
+    seconds: float = 0.0         # wall time, network forward included
+
+    def add(self, other: "LatticeStats") -> None:
+        for name, value in asdict(other).items():
+            setattr(self, name, getattr(self, name) + value)
+
+    def summary(self) -> dict:
+        return {**asdict(self),
+                "arcs_per_frame": self.num_arcs / max(self.num_frames, 1),
+                "onebest_wer": 100.0 * self.onebest_errors / max(self.ref_words, 1),
+                "oracle_wer": 100.0 * self.oracle_errors / max(self.ref_words, 1),
+                "frames_per_second": self.num_frames / max(self.seconds, 1e-9)}
+
+    def log_line(self) -> str:
+        s = self.summary()
+        return (f"{s['num_utts']} lattices, {s['arcs_per_frame']:.1f} arcs/frame, 1-best WER {s['onebest_wer']:.2f}%, "
+                f"oracle WER {s['oracle_wer']:.2f}%, {self.num_empty} empty, {self.num_unaligned} unaligned, "
+                f"{s['frames_per_second']:.0f} frames/s")
+
+
+class LatticeMaker:
+    """Lattices, references and forced alignments of batches, with empty or unalignable utterances dropped."""
+
+    def __init__(self, model: CtcModel, tokenizer: Tokenizer, graph_kind: str, config: LatticeConfig,
+                 device: torch.device, lang_dir: Path):
+        if graph_kind not in GRAPHS:
+            raise ValueError(f"unknown --graph {graph_kind!r}; choose from {', '.join(GRAPHS)}")
+        self.model = model.to(device).eval()
+        self.tokenizer = tokenizer
+        self.config = config
+        self.device = device
+        self.compiler = CtcGraphCompiler(tokenizer, device)
+        if graph_kind == "hlg":
+            graph = load_graph(lang_dir / "HLG.pt", device).clone()
+            graph.scores = graph.scores * config.lm_scale
+            self.word_ids = read_symbols(lang_dir / "words.txt")
+            self.oov_id = max(self.word_ids.values()) + 1  # no arc outputs it: always an error
+        else:
+            graph = ctc_topo_graph(tokenizer.vocab_size - 1).to(device)
+            self.word_ids = None
+            self.oov_id = tokenizer.vocab_size
+        graph.graph_scores = graph.scores.clone()
+        self.graph = graph
+
+    def references(self, texts: list[str]) -> list[list[int]]:
+        """Output-label ids of each transcript: word ids (HLG) or token ids (CTC topology)."""
+        if self.word_ids is None:
+            return self.tokenizer.encode(texts)
+        return [[self.word_ids.get(w, self.oov_id) for w in t.split()] for t in texts]
+
+    @torch.no_grad()
+    def make(self, batch: dict) -> tuple[LatticeShard, LatticeStats]:
+        start = time.time()
+        features, num_frames, texts, cut_ids = batch_inputs(batch, self.device)
+        log_probs, lengths = self.model(features, num_frames)
+        lattice, order = get_lattice(self.graph, log_probs, lengths, self.config)
+        # The pruned search leaves arcs off every complete path (most of them): drop those.
+        lattice = k2.connect(lattice)
+        alignments = forced_alignments(log_probs, lengths, texts, self.compiler)
+        num_arcs = lattice_num_arcs(lattice)
+        stats = LatticeStats()
+        keep_lattices, keep_utts = [], []
+        for i, u in enumerate(order.tolist()):
+            if num_arcs[i] == 0:
+                logging.warning("%s: empty lattice (beams too narrow?); skipped", cut_ids[u])
+                stats.num_empty += 1
+            elif alignments[u] is None:
+                logging.warning("%s: the reference cannot be aligned to the audio (too long?); skipped", cut_ids[u])
+                stats.num_unaligned += 1
+            else:
+                keep_lattices.append(i)
+                keep_utts.append(u)
+        lattice = k2.index_fsa(lattice, torch.tensor(keep_lattices, dtype=torch.int32, device=lattice.device))
+        lattice = lattice.to("cpu")
+        lattice.scores = lattice.scores.detach()  # index_fsa keeps autograd history; shards store values only
+        refs = self.references([texts[u] for u in keep_utts])
+        shard = LatticeShard(lattice, [cut_ids[u] for u in keep_utts], [texts[u] for u in keep_utts], refs,
+                             [alignments[u].cpu() for u in keep_utts], [int(lengths[u]) for u in keep_utts], {})
+        if keep_utts:
+            hyps = get_texts(k2.shortest_path(lattice, use_double_scores=True))
+            stats.onebest_errors = sum(edit_distance(h, r) for h, r in zip(hyps, refs))
+            stats.oracle_errors = int(oracle_errors(lattice, refs).sum())
+        stats.num_utts = len(keep_utts)
+        stats.num_frames = sum(shard.num_frames)
+        stats.num_arcs = lattice.num_arcs
+        stats.ref_words = sum(len(r) for r in refs)
+        stats.seconds = time.time() - start
+        return shard, stats
+
+
+def merge_shards(parts: list[LatticeShard], meta: dict) -> LatticeShard:
+    """One shard from the lattices of several batches."""
+    lattices = [p.lattice for p in parts if p.lattice.shape[0] > 0]
+    lattice = k2.cat(lattices) if lattices else parts[0].lattice
+    return LatticeShard(lattice, sum((p.cut_ids for p in parts), []), sum((p.texts for p in parts), []),
+                        sum((p.references for p in parts), []), sum((p.alignments for p in parts), []),
+                        sum((p.num_frames for p in parts), []), meta)
+
+
+def make_split_lattices(maker: LatticeMaker, loader, out_dir: Path, shard_size: int, meta: dict,
+                        max_utts: Optional[int]) -> LatticeStats:
+    """Every batch of a split into shards of about ``shard_size`` lattices under ``out_dir``."""
+    total, pending, pending_stats, index = LatticeStats(), [], LatticeStats(), 0
+    bar = tqdm(loader, desc=f"lattices {out_dir.name}", unit="batch", dynamic_ncols=True)
+
+    def flush() -> None:
+        nonlocal pending, pending_stats, index
+        merge_shards(pending, meta).save(shard_path(out_dir, index))
+        logging.info("%s: %s", shard_path(out_dir, index), pending_stats.log_line())
+        total.add(pending_stats)
+        pending, pending_stats, index = [], LatticeStats(), index + 1
+
+    for batch in bar:
+        shard, stats = maker.make(batch)
+        pending.append(shard)
+        pending_stats.add(stats)
+        bar.set_postfix(oracle=f"{pending_stats.summary()['oracle_wer']:.1f}%")
+        if pending_stats.num_utts >= shard_size:
+            flush()
+        if max_utts is not None and total.num_utts + pending_stats.num_utts >= max_utts:
+            break
+    if pending_stats.num_utts or index == 0:
+        flush()
+    return total
+
+
+def make_lattices(lang_dir: Path, fbank_dir: Path, exp_dir: Path, corpus: str, splits: Sequence[str], epoch: int,
+                  avg: int, graph_kind: str, config: LatticeConfig, shard_size: int = 500,
+                  max_duration: float = 200.0, max_utts: Optional[int] = None, device_name: str = "auto",
+                  force: bool = False) -> Path:
+    """Stage 5 for every split; returns ``<exp_dir>/lattices``."""
+    lattice_dir = exp_dir / "lattices"
+    cut_paths = [manifest_path(fbank_dir, corpus, "cuts", split) for split in splits]
+    lang_files = [lang_dir / "tokens.txt"] + ([lang_dir / "HLG.pt", lang_dir / "words.txt"] if graph_kind == "hlg"
+                                              else [])
+    inputs = [checkpoint_path(exp_dir, e) for e in range(epoch - avg + 1, epoch + 1)] + cut_paths + lang_files
+    for path in inputs:
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found (checkpoints come from stage 3, HLG.pt from stage 4, "
+                                    f"cuts from stage 2)")
+    options = {"splits": list(splits), "epoch": epoch, "avg": avg, "graph": graph_kind, "lattice": asdict(config),
+               "shard_size": shard_size, "max_duration": max_duration, "max_utts": max_utts}
+    marker = StageMarker(lattice_dir, "make-lattices", options, inputs)
+    if marker.skip_if_complete(force):
+        return lattice_dir
+    device = pick_device(device_name)
+    tokenizer = Tokenizer(lang_dir)
+    model = average_checkpoints(exp_dir, epoch, avg)
+    if model.config.vocab_size != tokenizer.vocab_size:
+        raise ValueError(f"the model has {model.config.vocab_size} outputs but {lang_dir}/tokens.txt has "
+                         f"{tokenizer.vocab_size} tokens: use the lang dir it was trained with")
+    meta = {"model_digest": model_digest(model), "lang_digest": file_digest(lang_dir / "tokens.txt"),
+            "made_with": f"{exp_dir} epoch {epoch} avg {avg}, {lang_dir}", "graph": graph_kind,
+            "lattice_config": asdict(config), "model_config": model.config.to_dict()}
+    maker = LatticeMaker(model, tokenizer, graph_kind, config, device, lang_dir)
+    summary = {}
+    for split, cuts_path in zip(splits, cut_paths):
+        with atomic_output(lattice_dir / split) as tmp:
+            stats = make_split_lattices(maker, make_dataloader(load_cuts(cuts_path), max_duration, shuffle=False),
+                                        tmp, shard_size, {**meta, "split": split}, max_utts)
+            summary[split] = stats.summary()
+            (tmp / "stats.json").write_text(json.dumps(summary[split], indent=2) + "\n")
+        logging.info("lattices %s: %s", split, stats.log_line())
+    with atomic_output(lattice_dir / "stats.json") as tmp:
+        tmp.write_text(json.dumps({"meta": meta, "splits": summary}, indent=2) + "\n")
+    marker.write()
+    return lattice_dir
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    add_model_dirs(p)
+    p.add_argument("--splits", default="train dev", help="space-separated")
+    p.add_argument("--epoch", type=int, required=True, help="use epoch-N.pt ...")
+    p.add_argument("--avg", type=int, default=1, help="... averaged with the K-1 epochs before it")
+    p.add_argument("--graph", default="hlg", choices=GRAPHS,
+                   help="decoding graph: hlg (words; lexicon and LM) or ctc (tokens; no LM)")
+    p.add_argument("--shard-size", type=int, default=500, help="lattices per shard file")
+    p.add_argument("--max-utts", type=int, default=None, help="stop a split after this many lattices (subsets)")
+    p.add_argument("--max-duration", type=float, default=200.0, help="seconds of audio per batch")
+    p.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda:0, ...")
+    add_dataclass_options(p, LatticeConfig())
+    add_stage_options(p)
+    args = p.parse_args(argv)
+    setup_logging(args.log_dir or args.exp_dir / "log", "make-lattices")
+    config = dataclass_from_args(LatticeConfig, args)
+
+    def step() -> None:
+        out = make_lattices(args.lang_dir, args.fbank_dir, args.exp_dir, args.corpus, args.splits.split(), args.epoch,
+                            args.avg, args.graph, config, args.shard_size, args.max_duration, args.max_utts,
+                            args.device, args.force)
+        print((out / "stats.json").read_text())
+
+    run_step(step)
+
+
+if __name__ == "__main__":
+    main()

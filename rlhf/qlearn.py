@@ -1,0 +1,180 @@
+"""Q-learning over the stage-5 lattices (stage 6).
+
+For every shard of every split, runs the tabular Q-learning of rlhf.rl over all its lattices
+at once and writes, beside the lattices, ``<split>/q-<reward>/shard-NNNNN.pt``: per lattice
+arc ``q``, ``v_src``, ``advantage``, ``best_return`` (float32, in the shard's arc order), and
+per lattice ``start_value`` and ``valid``. ``<exp_dir>/qlearn-<reward>.md`` is the summary
+table: lattice oracle WER against 1-best WER, the share of utterances whose greedy-Q path
+differs from the 1-best, the mean advantage of the 1-best path, sweeps and residual to
+convergence, and Q-learning throughput in arcs per second.
+"""
+
+import argparse
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+import k2
+import torch
+from tqdm import tqdm
+
+from rlhf.cli import HelpFormatter, add_dataclass_options, add_stage_options, dataclass_from_args, run_step
+from rlhf.decode import arc_labels
+from rlhf.lattice_shards import LatticeShard, first_arcs, iter_shards, shard_paths
+from rlhf.log import setup_logging
+from rlhf.rl.qlearning import QLearningConfig
+from rlhf.rl.rewards import edit_distance
+from rlhf.rl.values import REWARD_MODES, LatticeValues, lattice_values
+from rlhf.stage import StageMarker, atomic_output
+
+
+@dataclass
+class QLearningStats:
+    num_utts: int = 0
+    num_invalid: int = 0           # lattices without a complete path (none from stage 5)
+    num_lattice_arcs: int = 0
+    num_mdp_arcs: int = 0          # arcs Q-learning ran over (the product's in edit mode)
+    greedy_differs: int = 0        # utterances whose greedy-Q path outputs other words than the 1-best
+    onebest_advantage: float = 0.0  # sum over utterances of the 1-best path's advantage
+    max_sweeps: int = 0
+    max_residual: float = 0.0
+    seconds: float = 0.0           # Q-learning time (loading and saving excluded)
+
+    def add(self, other: "QLearningStats") -> None:
+        for name, value in asdict(other).items():
+            if name.startswith("max_"):
+                setattr(self, name, max(getattr(self, name), value))
+            else:
+                setattr(self, name, getattr(self, name) + value)
+
+    def summary(self) -> dict:
+        return {**asdict(self),
+                "greedy_differs_pct": 100.0 * self.greedy_differs / max(self.num_utts, 1),
+                "mean_onebest_advantage": self.onebest_advantage / max(self.num_utts, 1),
+                "arcs_per_second": self.num_mdp_arcs / max(self.seconds, 1e-9),
+                "lattice_arcs_per_second": self.num_lattice_arcs / max(self.seconds, 1e-9)}
+
+
+def onebest_arcs(lattice: k2.Fsa) -> list[list[int]]:
+    """Per lattice, its arcs (indices within the lattice) on the best-scoring path."""
+    marked = k2.Fsa(lattice.arcs.clone())
+    marked.scores = lattice.scores.detach().clone()
+    starts = first_arcs(lattice)
+    arc_fsa = torch.repeat_interleave(torch.arange(lattice.shape[0]), (starts[1:] - starts[:-1]).cpu())
+    marked.local_arc = (torch.arange(lattice.num_arcs) - starts[:-1].cpu()[arc_fsa]).to(torch.int32)
+    best = k2.shortest_path(marked, use_double_scores=True)
+    splits = first_arcs(best).tolist()
+    local = best.local_arc.tolist()
+    return [local[splits[i]:splits[i + 1]] for i in range(best.shape[0])]
+
+
+def shard_stats(shard: LatticeShard, values: LatticeValues, seconds: float) -> QLearningStats:
+    """The summary counts of one shard's Q-learning."""
+    stats = QLearningStats(num_utts=len(shard.cut_ids), num_invalid=int((~values.valid).sum()),
+                           num_lattice_arcs=shard.lattice.num_arcs, num_mdp_arcs=values.mdp_fsas.num_arcs,
+                           max_sweeps=values.sweeps, max_residual=values.residual, seconds=seconds)
+    outputs = arc_labels(shard.lattice).tolist()
+    starts = first_arcs(shard.lattice).tolist()
+    advantage = values.advantage.tolist()
+    for i, best in enumerate(onebest_arcs(shard.lattice)):
+        words = [w for a in best for w in outputs[starts[i] + a]]
+        greedy = [w for a in values.greedy_arcs[i] for w in outputs[starts[i] + a]]
+        stats.greedy_differs += int(words != greedy)
+        if values.mode == "frame":  # additive reward: the advantages along the path telescope
+            stats.onebest_advantage += sum(advantage[starts[i] + a] for a in best)
+        else:  # the edit reward belongs to the whole path: R(1-best) - V(start)
+            stats.onebest_advantage += -edit_distance(words, shard.references[i]) - float(values.start_value[i])
+    return stats
+
+
+def save_values(path: Path, values: LatticeValues, config: QLearningConfig) -> None:
+    state = {"mode": values.mode, "config": asdict(config), "sweeps": values.sweeps, "residual": values.residual,
+             "start_value": values.start_value.float(), "valid": values.valid}
+    for name in ("q", "v_src", "advantage", "best_return"):
+        state[name] = getattr(values, name).float()
+    with atomic_output(path) as tmp:
+        torch.save(state, tmp)
+
+
+def qlearn(exp_dir: Path, splits: Sequence[str], mode: str, config: QLearningConfig, force: bool = False) -> Path:
+    """Stage 6 for every split; returns the summary table's path."""
+    lattice_dir = exp_dir / "lattices"
+    config.check()
+    if mode not in REWARD_MODES:
+        raise ValueError(f"unknown --reward {mode!r}; choose from {', '.join(REWARD_MODES)}")
+    table_path = exp_dir / f"qlearn-{mode}.md"
+    marker = StageMarker(lattice_dir, f"qlearn-{mode}", {"splits": list(splits), "q_learning": asdict(config)},
+                         [lattice_dir / "stats.json"])
+    if marker.skip_if_complete(force):
+        return table_path
+    lattice_stats = json.loads((lattice_dir / "stats.json").read_text())
+    rows = {}
+    for split in splits:
+        if split not in lattice_stats["splits"]:
+            raise FileNotFoundError(f"no {split} lattices in {lattice_dir}: make them with stage 5 (--splits)")
+        total = QLearningStats()
+        with atomic_output(lattice_dir / split / f"q-{mode}") as out:
+            out.mkdir()
+            for path, shard in tqdm(iter_shards(lattice_dir / split), total=len(shard_paths(lattice_dir / split)),
+                                    desc=f"q-learning {split}", unit="shard", dynamic_ncols=True):
+                if shard.meta.get("model_digest") != lattice_stats["meta"]["model_digest"]:
+                    raise ValueError(f"{path} comes from another model than {lattice_dir}/stats.json says; "
+                                     f"remake the lattices (stage 5 with --force true)")
+                start = time.time()
+                values = lattice_values(shard.lattice, mode, alignments=shard.alignments,
+                                        references=shard.references, config=config, skip_invalid=True)
+                seconds = time.time() - start
+                stats = shard_stats(shard, values, seconds)
+                if stats.num_invalid:
+                    logging.warning("%s: %d lattices without a complete path; their values are 0", path,
+                                    stats.num_invalid)
+                save_values(out / path.name, values, config)
+                total.add(stats)
+        rows[split] = {**total.summary(), "onebest_wer": lattice_stats["splits"][split]["onebest_wer"],
+                       "oracle_wer": lattice_stats["splits"][split]["oracle_wer"]}
+        logging.info("q-learning %s (%s reward): %s", split, mode, json.dumps(rows[split]))
+    with atomic_output(exp_dir / f"qlearn-{mode}.json") as tmp:
+        tmp.write_text(json.dumps({"config": asdict(config), "rows": rows}, indent=2) + "\n")
+    with atomic_output(table_path) as tmp:
+        tmp.write_text(summary_table(rows, mode, config))
+    marker.write()
+    return table_path
+
+
+def summary_table(rows: dict[str, dict], mode: str, config: QLearningConfig) -> str:
+    lines = [f"Q-learning over the stage-5 lattices, {mode} reward (alpha {config.alpha}, gamma {config.gamma}, "
+             f"temperature {config.temperature}).", "",
+             "| split | lattices | 1-best WER | oracle WER | greedy-Q path differs from 1-best | "
+             "mean advantage of 1-best | sweeps | residual | arcs/s |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for split, r in rows.items():
+        lines.append(f"| {split} | {r['num_utts']} | {r['onebest_wer']:.2f} | {r['oracle_wer']:.2f} | "
+                     f"{r['greedy_differs_pct']:.1f}% | {r['mean_onebest_advantage']:.3f} | {r['max_sweeps']} | "
+                     f"{r['max_residual']:.2g} | {r['arcs_per_second']:.3g} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    p.add_argument("exp_dir", type=Path, help="the model's directory, with lattices/ from stage 5")
+    p.add_argument("--splits", default="train dev", help="space-separated")
+    p.add_argument("--reward", default="frame", choices=REWARD_MODES,
+                   help="frame: agreement with the reference's forced alignment per frame (sMBR); "
+                        "edit: minus the edit distance, via the product with the reference's Levenshtein automaton")
+    add_dataclass_options(p, QLearningConfig())
+    add_stage_options(p)
+    args = p.parse_args(argv)
+    setup_logging(args.log_dir or args.exp_dir / "log", "qlearn")
+    config = dataclass_from_args(QLearningConfig, args)
+
+    def step() -> None:
+        print(qlearn(args.exp_dir, args.splits.split(), args.reward, config, args.force).read_text())
+
+    run_step(step)
+
+
+if __name__ == "__main__":
+    main()

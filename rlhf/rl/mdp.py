@@ -1,0 +1,141 @@
+"""A k2 FsaVec seen as a batch of finite acyclic decision processes (design note section 1).
+
+State = FSA state, action = an arc leaving it, deterministic transition to the arc's
+destination, terminal = the FSA's final state (k2's last state). Everything is indexed
+globally over the FsaVec, so one tensor operation covers every lattice at once.
+"""
+
+import warnings
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Optional
+
+import k2
+import numpy as np
+import torch
+
+# scatter_reduce (segment max) is "beta" in torch 1.13 but stable in use; one warning per process is noise.
+warnings.filterwarnings("ignore", message="scatter_reduce", category=UserWarning)
+
+
+@dataclass
+class LatticeMdp:
+    """Index tensors (long, on the FsaVec's device) describing the decision processes of an FsaVec."""
+    num_fsas: int
+    num_states: int
+    src: torch.Tensor          # [num_arcs] global source state of each arc
+    dest: torch.Tensor         # [num_arcs] global destination state of each arc
+    state_fsa: torch.Tensor    # [num_states] the FSA each state belongs to
+    arc_fsa: torch.Tensor      # [num_arcs] the FSA each arc belongs to
+    start: torch.Tensor        # [num_fsas] global start state (-1 for an FSA with no states)
+    final: torch.Tensor        # [num_fsas] global final state (-1 for an FSA with no states)
+    fsas: k2.Fsa               # the FsaVec itself
+
+    @property
+    def num_arcs(self) -> int:
+        return self.src.numel()
+
+    @cached_property
+    def arc_frames(self) -> Optional[torch.Tensor]:
+        """Each arc's ``frame_idx`` when frames order the process, else None.
+
+        They do when all arcs leaving a state share a frame and every arc's destination is left
+        at a later frame: then a level per frame is a topological order. k2 lattices from
+        ``intersect_dense_pruned`` are like that, and frames are far cheaper than longest paths.
+        """
+        frames = getattr(self.fsas, "frame_idx", None)
+        if frames is None or self.num_arcs == 0:
+            return None
+        frames = frames.long()
+        # Arcs are grouped by source state: they share a frame when each equals its predecessor
+        # of the same source. A state's frame is then its first arc's (final states: none).
+        same_src = self.src[1:] == self.src[:-1]
+        if not bool(((frames[1:] == frames[:-1]) | ~same_src).all()):
+            return None
+        state_frame = torch.full((self.num_states,), _NO_FRAME, dtype=torch.long, device=frames.device)
+        first = torch.cat([torch.ones(1, dtype=torch.bool, device=frames.device), ~same_src])
+        state_frame[self.src[first]] = frames[first]
+        if not bool((state_frame[self.dest] > frames).all()):
+            return None
+        return frames
+
+    @cached_property
+    def sweep_order(self) -> tuple[torch.Tensor, list[int]]:
+        """Arcs in reverse topological order, all arcs leaving a state in the same level.
+
+        Levels are frames, last first, or else the height of the arc's source state (most arcs
+        on a path to the final state). Returns the arc order and the level boundaries in it
+        (level i is ``order[b[i]:b[i+1]]``).
+        """
+        arcs = torch.arange(self.num_arcs, device=self.src.device)
+        if self.arc_frames is not None:
+            return _level_order(arcs, self.arc_frames.max() - self.arc_frames)
+        height = _longest_paths(self.fsas, forward=False)
+        return _level_order(arcs, height[self.src].clamp(min=0))  # states that cannot finish: any level
+
+    @cached_property
+    def forward_order(self) -> tuple[torch.Tensor, list[int]]:
+        """Arcs in topological order, a level of equal frame (or source depth) at a time."""
+        arcs = torch.arange(self.num_arcs, device=self.src.device)
+        if self.arc_frames is not None:
+            return _level_order(arcs, self.arc_frames)
+        depth = _longest_paths(self.fsas, forward=True)
+        return _level_order(arcs, depth[self.src].clamp(min=0))  # unreachable states: any level
+
+    @staticmethod
+    def from_fsas(fsas: k2.Fsa) -> "LatticeMdp":
+        """Build from an FsaVec; it must be top-sorted and acyclic (k2 lattices are).
+
+        Raises ValueError otherwise: a cycle has no finite-horizon return, and an FSA that is not
+        top-sorted can be fixed by the caller with ``k2.top_sort`` (which keeps attributes).
+        """
+        if len(fsas.shape) != 3:
+            raise ValueError("expected an FsaVec (3 axes); wrap a single Fsa with k2.create_fsa_vec([fsa])")
+        if fsas.arcs.num_elements() > 0 and not fsas.properties & k2.fsa_properties.TOPSORTED_AND_ACYCLIC:
+            raise ValueError(f"the FsaVec is not top-sorted and acyclic ({fsas.properties_str}); "
+                             f"sort it with k2.top_sort (cyclic lattices have no finite return)")
+        shape = fsas.arcs.shape()
+        state_splits = shape.row_splits(1).long()
+        state_fsa = shape.row_ids(1).long()
+        src = shape.row_ids(2).long()
+        local = fsas.arcs.values()[:, :2].long()
+        dest = src + (local[:, 1] - local[:, 0])  # same FSA: global = local + the FSA's first state
+        sizes = state_splits[1:] - state_splits[:-1]
+        empty = sizes == 0
+        start = torch.where(empty, torch.full_like(sizes, -1), state_splits[:-1])
+        final = torch.where(empty, torch.full_like(sizes, -1), state_splits[1:] - 1)
+        return LatticeMdp(shape.dim0, int(state_splits[-1]), src, dest, state_fsa, state_fsa[src], start, final, fsas)
+
+
+_NO_FRAME = 1 << 40  # the frame of a state no arc leaves (a final state): after every frame
+
+
+def _longest_paths(fsas: k2.Fsa, forward: bool) -> torch.Tensor:
+    """Per state, the most arcs on a path from the start (forward) or to the final state (-1: none).
+
+    States of equal height (or depth) never reach each other, so a sweep can update them
+    together. k2 computes both as tropical forward/backward scores with every arc scoring 1.
+    """
+    counting = k2.Fsa(fsas.arcs.clone())
+    counting.scores = torch.ones(fsas.arcs.num_elements(), device=fsas.device)
+    scores = (counting._get_forward_scores if forward else counting._get_backward_scores)(
+        use_double_scores=True, log_semiring=False)
+    return torch.where(torch.isfinite(scores), scores, torch.full_like(scores, -1.0)).long()
+
+
+def _level_order(arcs: torch.Tensor, level: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
+    """``arcs`` sorted by ``level`` (stable), and the boundaries of each non-empty level.
+
+    Levels are small integers: numpy's stable sort of 16-bit integers is a radix sort, several
+    times faster than a comparison sort on this many arcs.
+    """
+    if arcs.numel() == 0:
+        return arcs, [0]
+    if int(level.max()) < (1 << 15):
+        keys = level.to(torch.int16).cpu().numpy()
+        order = torch.from_numpy(np.argsort(keys, kind="stable")).to(arcs.device)
+    else:
+        order = torch.argsort(level, stable=True)
+    counts = torch.bincount(level)
+    counts = counts[counts > 0]
+    return arcs[order], [0] + counts.cumsum(0).tolist()

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# steps/qlearn.sh [options] <exp-dir>
+# Q-learning over the stage-5 lattices in <exp-dir>/lattices/: per-arc Q, V and advantages are
+# written beside them (<split>/q-<reward>/), the summary to <exp-dir>/qlearn-<reward>.md (stage 6).
+# Options: see `rlhf-qlearn --help`.
+set -euo pipefail
+. "$(dirname "$0")/../path.sh"
+echo "$0 $*" >&2
+exec rlhf-qlearn "$@"

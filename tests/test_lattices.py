@@ -1,0 +1,88 @@
+"""Stages 5 and 6 of the tiny recipe: lattice shards, their statistics, and the stored Q-values."""
+
+import json
+
+import k2
+import pytest
+import torch
+from conftest import TINY_OPTIONS, run_recipe
+
+from rlhf.checkpoint import average_checkpoints, model_digest
+from rlhf.lattice_shards import LatticeShard, first_arcs, shard_paths
+from rlhf.qlearn import onebest_arcs
+from rlhf.rl import frame_rewards
+from rlhf.rl.rewards import edit_distance
+
+
+def test_lattice_shards_carry_what_rescoring_and_rewards_need(tiny_recipe):
+    lattice_dir = tiny_recipe.model_dir / "lattices"
+    stats = json.loads((lattice_dir / "stats.json").read_text())
+    assert set(stats["splits"]) == {"train", "dev"}
+    train = stats["splits"]["train"]
+    assert train["num_utts"] + train["num_empty"] + train["num_unaligned"] == 24
+    assert train["oracle_wer"] <= train["onebest_wer"]
+    assert train["frames_per_second"] > 0 and train["arcs_per_frame"] >= 1
+    model = average_checkpoints(tiny_recipe.model_dir, 2, 2)
+    for path in shard_paths(lattice_dir / "train"):
+        shard = LatticeShard.load(path)
+        lattice = shard.lattice
+        assert shard.meta["model_digest"] == model_digest(model)
+        assert lattice.shape[0] == len(shard.cut_ids) == len(shard.alignments) == len(shard.references)
+        assert [len(a) for a in shard.alignments] == shard.num_frames
+        assert lattice.properties & k2.fsa_properties.COACCESSIBLE  # connected: every arc on a complete path
+        assert hasattr(lattice, "graph_scores") and hasattr(lattice, "frame_idx")
+        starts = first_arcs(lattice).tolist()
+        for i, frames in enumerate(shard.num_frames):
+            arc_frames = lattice.frame_idx[starts[i]:starts[i + 1]]
+            labels = lattice.labels[starts[i]:starts[i + 1]]
+            assert arc_frames[labels >= 0].max() < frames and (arc_frames[labels == -1] == frames).all()
+        shard.check_made_with(path, shard.meta["model_digest"], shard.meta["lang_digest"])
+        with pytest.raises(ValueError, match="another model"):
+            shard.check_made_with(path, "0" * 64, shard.meta["lang_digest"])
+
+
+def test_stored_values_match_the_lattices(tiny_recipe):
+    lattice_dir = tiny_recipe.model_dir / "lattices"
+    for path in shard_paths(lattice_dir / "train"):
+        shard = LatticeShard.load(path)
+        stored = torch.load(lattice_dir / "train" / "q-frame" / path.name)
+        assert stored["q"].shape == (shard.lattice.num_arcs,) and stored["sweeps"] == 1
+        assert stored["valid"].all() and torch.isfinite(stored["q"]).all()
+        rewards = frame_rewards(shard.lattice, shard.alignments).tolist()
+        starts = first_arcs(shard.lattice).tolist()
+        advantage = stored["advantage"].double().tolist()
+        for i, best in enumerate(onebest_arcs(shard.lattice)):
+            along = sum(advantage[starts[i] + a] for a in best)
+            ret = sum(rewards[starts[i] + a] for a in best)
+            assert along == pytest.approx(ret - stored["start_value"][i].item(), abs=1e-4)
+    table = (tiny_recipe.model_dir / "qlearn-frame.md").read_text()
+    assert "| train | " in table and "| dev | " in table
+    assert table in (tiny_recipe.workdir / "RESULTS.md").read_text()
+
+
+def test_edit_reward_stage_and_exact_oracle(tiny_recipe):
+    result = run_recipe(tiny_recipe.workdir, *TINY_OPTIONS, "--stage", "5", "--stop-stage", "6", "--reward", "edit")
+    assert result.returncode == 0, result.stdout
+    assert "make-lattices: already complete" in result.stdout  # stage 5 is not redone
+    lattice_dir = tiny_recipe.model_dir / "lattices"
+    stats = json.loads((lattice_dir / "stats.json").read_text())["splits"]["dev"]
+    errors = words = 0
+    for path in shard_paths(lattice_dir / "dev"):
+        shard = LatticeShard.load(path)
+        stored = torch.load(lattice_dir / "dev" / "q-edit" / path.name)
+        errors -= int(stored["start_value"].sum())
+        words += sum(len(r) for r in shard.references)
+        assert (stored["advantage"] <= 0).all()  # edit mode: 0 exactly on oracle paths
+    assert 100.0 * errors / words == pytest.approx(stats["oracle_wer"])
+    assert stats["oracle_wer"] <= stats["onebest_wer"]
+
+
+def test_one_best_arcs_give_the_one_best_words(tiny_recipe):
+    shard = LatticeShard.load(shard_paths(tiny_recipe.model_dir / "lattices" / "dev")[0])
+    from rlhf.decode import arc_labels, get_texts
+    texts = get_texts(k2.shortest_path(shard.lattice, use_double_scores=True))
+    outputs = arc_labels(shard.lattice).tolist()
+    starts = first_arcs(shard.lattice).tolist()
+    for i, best in enumerate(onebest_arcs(shard.lattice)):
+        assert [w for a in best for w in outputs[starts[i] + a]] == texts[i]
+        assert edit_distance(texts[i], shard.references[i]) >= 0
