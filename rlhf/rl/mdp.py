@@ -20,13 +20,16 @@ warnings.filterwarnings("ignore", message="scatter_reduce", category=UserWarning
 
 @dataclass
 class LatticeMdp:
-    """Index tensors (long, on the FsaVec's device) describing the decision processes of an FsaVec."""
+    """Index tensors (on the FsaVec's device) describing the decision processes of an FsaVec.
+
+    Per-arc indices stay int32 (half the memory traffic of int64 on millions of arcs); use
+    ``index_select`` with them, and ``src64`` where torch wants int64 (scatter).
+    """
     num_fsas: int
     num_states: int
-    src: torch.Tensor          # [num_arcs] global source state of each arc
-    dest: torch.Tensor         # [num_arcs] global destination state of each arc
-    state_fsa: torch.Tensor    # [num_states] the FSA each state belongs to
-    arc_fsa: torch.Tensor      # [num_arcs] the FSA each arc belongs to
+    src: torch.Tensor          # [num_arcs] global source state of each arc (int32, as k2 keeps it)
+    dest: torch.Tensor         # [num_arcs] global destination state of each arc (int32)
+    state_fsa: torch.Tensor    # [num_states] the FSA each state belongs to (int32)
     start: torch.Tensor        # [num_fsas] global start state (-1 for an FSA with no states)
     final: torch.Tensor        # [num_fsas] global final state (-1 for an FSA with no states)
     fsas: k2.Fsa               # the FsaVec itself
@@ -34,6 +37,15 @@ class LatticeMdp:
     @property
     def num_arcs(self) -> int:
         return self.src.numel()
+
+    @cached_property
+    def src64(self) -> torch.Tensor:
+        return self.src.long()
+
+    @cached_property
+    def arc_fsa(self) -> torch.Tensor:
+        """[num_arcs] the FSA each arc belongs to."""
+        return self.state_fsa.index_select(0, self.src)
 
     @cached_property
     def arc_frames(self) -> Optional[torch.Tensor]:
@@ -46,16 +58,16 @@ class LatticeMdp:
         frames = getattr(self.fsas, "frame_idx", None)
         if frames is None or self.num_arcs == 0:
             return None
-        frames = frames.long()
         # Arcs are grouped by source state: they share a frame when each equals its predecessor
         # of the same source. A state's frame is then its first arc's (final states: none).
         same_src = self.src[1:] == self.src[:-1]
         if not bool(((frames[1:] == frames[:-1]) | ~same_src).all()):
             return None
-        state_frame = torch.full((self.num_states,), _NO_FRAME, dtype=torch.long, device=frames.device)
-        first = torch.cat([torch.ones(1, dtype=torch.bool, device=frames.device), ~same_src])
-        state_frame[self.src[first]] = frames[first]
-        if not bool((state_frame[self.dest] > frames).all()):
+        arc_splits = self.fsas.arcs.shape().row_splits(2)
+        has_arcs = arc_splits[1:] > arc_splits[:-1]
+        state_frame = frames.index_select(0, arc_splits[:-1].clamp(max=self.num_arcs - 1))
+        state_frame = torch.where(has_arcs, state_frame, torch.full_like(state_frame, _NO_FRAME))
+        if not bool((state_frame.index_select(0, self.dest) > frames).all()):
             return None
         return frames
 
@@ -67,20 +79,18 @@ class LatticeMdp:
         on a path to the final state). Returns the arc order and the level boundaries in it
         (level i is ``order[b[i]:b[i+1]]``).
         """
-        arcs = torch.arange(self.num_arcs, device=self.src.device)
         if self.arc_frames is not None:
-            return _level_order(arcs, self.arc_frames.max() - self.arc_frames)
+            return _level_order(self.arc_frames.max() - self.arc_frames)
         height = _longest_paths(self.fsas, forward=False)
-        return _level_order(arcs, height[self.src].clamp(min=0))  # states that cannot finish: any level
+        return _level_order(height.index_select(0, self.src).clamp(min=0))  # states that cannot finish: any level
 
     @cached_property
     def forward_order(self) -> tuple[torch.Tensor, list[int]]:
         """Arcs in topological order, a level of equal frame (or source depth) at a time."""
-        arcs = torch.arange(self.num_arcs, device=self.src.device)
         if self.arc_frames is not None:
-            return _level_order(arcs, self.arc_frames)
+            return _level_order(self.arc_frames)
         depth = _longest_paths(self.fsas, forward=True)
-        return _level_order(arcs, depth[self.src].clamp(min=0))  # unreachable states: any level
+        return _level_order(depth.index_select(0, self.src).clamp(min=0))  # unreachable states: any level
 
     @staticmethod
     def from_fsas(fsas: k2.Fsa) -> "LatticeMdp":
@@ -96,18 +106,17 @@ class LatticeMdp:
                              f"sort it with k2.top_sort (cyclic lattices have no finite return)")
         shape = fsas.arcs.shape()
         state_splits = shape.row_splits(1).long()
-        state_fsa = shape.row_ids(1).long()
-        src = shape.row_ids(2).long()
-        local = fsas.arcs.values()[:, :2].long()
+        src = shape.row_ids(2)
+        local = fsas.arcs.values()
         dest = src + (local[:, 1] - local[:, 0])  # same FSA: global = local + the FSA's first state
         sizes = state_splits[1:] - state_splits[:-1]
         empty = sizes == 0
         start = torch.where(empty, torch.full_like(sizes, -1), state_splits[:-1])
         final = torch.where(empty, torch.full_like(sizes, -1), state_splits[1:] - 1)
-        return LatticeMdp(shape.dim0, int(state_splits[-1]), src, dest, state_fsa, state_fsa[src], start, final, fsas)
+        return LatticeMdp(shape.dim0, int(state_splits[-1]), src, dest, shape.row_ids(1), start, final, fsas)
 
 
-_NO_FRAME = 1 << 40  # the frame of a state no arc leaves (a final state): after every frame
+_NO_FRAME = (1 << 31) - 1  # the frame of a state no arc leaves (a final state): after every frame
 
 
 def _longest_paths(fsas: k2.Fsa, forward: bool) -> torch.Tensor:
@@ -123,19 +132,19 @@ def _longest_paths(fsas: k2.Fsa, forward: bool) -> torch.Tensor:
     return torch.where(torch.isfinite(scores), scores, torch.full_like(scores, -1.0)).long()
 
 
-def _level_order(arcs: torch.Tensor, level: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
-    """``arcs`` sorted by ``level`` (stable), and the boundaries of each non-empty level.
+def _level_order(level: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
+    """Arc indices sorted by ``level`` (stable), and the boundaries of each non-empty level.
 
     Levels are small integers: numpy's stable sort of 16-bit integers is a radix sort, several
     times faster than a comparison sort on this many arcs.
     """
-    if arcs.numel() == 0:
-        return arcs, [0]
+    if level.numel() == 0:
+        return torch.zeros(0, dtype=torch.long, device=level.device), [0]
     if int(level.max()) < (1 << 15):
         keys = level.to(torch.int16).cpu().numpy()
-        order = torch.from_numpy(np.argsort(keys, kind="stable")).to(arcs.device)
+        order = torch.from_numpy(np.argsort(keys, kind="stable")).to(level.device)
     else:
         order = torch.argsort(level, stable=True)
     counts = torch.bincount(level)
     counts = counts[counts > 0]
-    return arcs[order], [0] + counts.cumsum(0).tolist()
+    return order, [0] + counts.cumsum(0).tolist()

@@ -51,7 +51,7 @@ class QValues:
     residual: float           # Bellman residual after the last sweep (live arcs only)
 
     def v_src(self, mdp: LatticeMdp) -> torch.Tensor:
-        return self.v[mdp.src]
+        return self.v.index_select(0, mdp.src)
 
     @property
     def live(self) -> torch.Tensor:
@@ -60,7 +60,7 @@ class QValues:
 
     def advantage(self, mdp: LatticeMdp) -> torch.Tensor:
         """A(s,a) = Q(s,a) - V(s); -inf for arcs with no path to a final state."""
-        return torch.where(self.live, self.q - self.v[mdp.src], self.q)
+        return torch.where(self.live, self.q - self.v.index_select(0, mdp.src), self.q)
 
     def has_path(self, mdp: LatticeMdp) -> torch.Tensor:
         """Per FSA: whether a path leads from its start to its final state."""
@@ -72,9 +72,11 @@ class QValues:
         return torch.where(mdp.start >= 0, value, torch.full_like(value, float("-inf")))
 
 
-def _state_values(q: torch.Tensor, src: torch.Tensor, v: torch.Tensor, temperature: float) -> None:
-    """v[s] = max (or soft max) of q over the arcs ``src`` leaves from, in place for those states."""
-    states = src
+def _state_values(q: torch.Tensor, states: torch.Tensor, v: torch.Tensor, temperature: float) -> None:
+    """In place, for each state in ``states`` (the arcs' sources): v[s] = max (or soft max) of its arcs' q.
+
+    Every arc leaving such a state must be among the given ones (a sweep level holds them all).
+    """
     if temperature == 0.0:
         v.scatter_reduce_(0, states, q, reduce="amax", include_self=False)
         return
@@ -101,17 +103,24 @@ def q_learning(mdp: LatticeMdp, rewards: torch.Tensor, config: Optional[QLearnin
     if rewards.shape != (mdp.num_arcs,):
         raise ValueError(f"expected {mdp.num_arcs} rewards (one per arc), got shape {tuple(rewards.shape)}")
     rewards = rewards.to(torch.float64)
-    if not torch.isfinite(rewards).all():
+    if not torch.isfinite(rewards.sum()):  # one pass: a sum is finite only if every term is
         raise ValueError("rewards must be finite")
-    q = init.to(torch.float64).clone() if init is not None else torch.zeros_like(rewards)
+    # Every arc is in the sweep order, so the first sweep writes all of them (no zero-fill).
+    q = init.to(torch.float64).clone() if init is not None else torch.empty_like(rewards)
     v = torch.full((mdp.num_states,), float("-inf"), dtype=torch.float64, device=rewards.device)
     finals = mdp.final[mdp.final >= 0]
     v[finals] = 0.0
-    # Live arcs laid out level by level, so that each level is a contiguous slice; the
+    # Arcs laid out level by level, so that each level is a contiguous slice; the
     # per-arc tensors are gathered once, not once per sweep.
     order, bounds = mdp.sweep_order
-    r_sorted, src_sorted, dest_sorted = rewards[order], mdp.src[order], mdp.dest[order]
-    q_sorted = q[order] if init is not None else torch.zeros_like(r_sorted)
+    # index_select, not advanced indexing: several times faster on the CPU for this many arcs.
+    r_sorted, src_sorted, dest_sorted = (t.index_select(0, order) for t in (rewards, mdp.src, mdp.dest))
+    if init is not None:
+        q_sorted = q.index_select(0, order)
+    elif config.alpha == 1.0:
+        q_sorted = torch.empty_like(r_sorted)  # the first sweep assigns every entry
+    else:
+        q_sorted = torch.zeros_like(r_sorted)
     alpha, gamma = config.alpha, config.gamma
     residual = float("inf")
     sweeps = 0
@@ -124,7 +133,7 @@ def q_learning(mdp: LatticeMdp, rewards: torch.Tensor, config: Optional[QLearnin
         # targets use successors' values that the rest of the sweep no longer changes.
         residual = 0.0
         for begin, end in zip(bounds[:-1], bounds[1:]):
-            next_v = v[dest_sorted[begin:end]]
+            next_v = v.index_select(0, dest_sorted[begin:end])
             target = r_sorted[begin:end] + (next_v if gamma == 1.0 else gamma * next_v)
             if assign:  # new Q == target: the residual is 0
                 q_sorted[begin:end] = target
@@ -135,10 +144,10 @@ def q_learning(mdp: LatticeMdp, rewards: torch.Tensor, config: Optional[QLearnin
                 q_sorted[begin:end] = new
                 gap = (target - new).abs_().nan_to_num_(0.0)  # -inf - -inf: an arc that cannot finish
                 residual = max(residual, float(gap.max()))
-            _state_values(q_sorted[begin:end], src_sorted[begin:end], v, config.temperature)
+            _state_values(q_sorted[begin:end], src_sorted[begin:end].long(), v, config.temperature)
         if residual <= config.tolerance:
             break
-    q[order] = q_sorted
+    q.index_copy_(0, order, q_sorted)
     return QValues(q, v, sweeps, residual)
 
 
@@ -150,11 +159,11 @@ def greedy_paths(mdp: LatticeMdp, values: QValues) -> list[list[int]]:
     """
     q = values.q
     best_q = torch.full((mdp.num_states,), float("-inf"), dtype=q.dtype, device=q.device)
-    best_q.scatter_reduce_(0, mdp.src, q, reduce="amax", include_self=True)
-    is_best = values.live & (q == best_q[mdp.src])
+    best_q.scatter_reduce_(0, mdp.src64, q, reduce="amax", include_self=True)
+    is_best = values.live & (q == best_q.index_select(0, mdp.src))
     arc_ids = torch.arange(mdp.num_arcs, device=q.device)
     best_arc = torch.full((mdp.num_states,), mdp.num_arcs, dtype=torch.long, device=q.device)
-    best_arc.scatter_reduce_(0, mdp.src[is_best], arc_ids[is_best], reduce="amin", include_self=True)
+    best_arc.scatter_reduce_(0, mdp.src64[is_best], arc_ids[is_best], reduce="amin", include_self=True)
     fsas = torch.nonzero(values.has_path(mdp)).squeeze(1)
     paths: list[list[int]] = [[] for _ in range(mdp.num_fsas)]
     current = mdp.start[fsas]
@@ -162,7 +171,7 @@ def greedy_paths(mdp: LatticeMdp, values: QValues) -> list[list[int]]:
     while fsas.numel():
         arcs = best_arc[current]
         steps.append((fsas, arcs))
-        current = mdp.dest[arcs]
+        current = mdp.dest[arcs].long()
         going = current != mdp.final[fsas]
         fsas, current = fsas[going], current[going]
     for fsa_ids, arcs in steps:

@@ -85,10 +85,10 @@ def lattice_values(lattice: k2.Fsa, mode: str = "frame", alignments: Optional[li
     else:
         q = through
         v_src = torch.full((lattice_mdp.num_states,), float("-inf"), dtype=torch.float64, device=q.device)
-        v_src.scatter_reduce_(0, lattice_mdp.src, through, reduce="amax", include_self=True)
-        v_src = v_src[lattice_mdp.src]
+        v_src.scatter_reduce_(0, lattice_mdp.src64, through, reduce="amax", include_self=True)
+        v_src = v_src.index_select(0, lattice_mdp.src)
         advantage = torch.where(torch.isfinite(through), through - v_src, through)
-    fsa_valid = valid[lattice_mdp.arc_fsa]
+    fsa_valid = valid.index_select(0, lattice_mdp.arc_fsa)
     zero = torch.zeros_like(q)
     q, v_src, advantage, through = (torch.where(fsa_valid, t, zero) for t in (q, v_src, advantage, through))
     start_value = torch.where(valid, start_value, torch.zeros_like(start_value))
@@ -106,7 +106,7 @@ def _best_return_through(mdp: LatticeMdp, rewards: torch.Tensor, values: QValues
 
     With gamma = 1 that is the best complete-path return through the arc; -inf: none.
     """
-    total = _forward_returns(mdp, rewards)[mdp.src] + values.q
+    total = _forward_returns(mdp, rewards).index_select(0, mdp.src) + values.q
     through = torch.full((num_lattice_arcs,), float("-inf"), dtype=torch.float64, device=rewards.device)
     taken = lattice_arc >= 0
     through.scatter_reduce_(0, lattice_arc[taken], total[taken], reduce="amax", include_self=True)
@@ -121,10 +121,10 @@ def _forward_returns(mdp: LatticeMdp, rewards: torch.Tensor) -> torch.Tensor:
     forward = torch.full((mdp.num_states,), float("-inf"), dtype=torch.float64, device=rewards.device)
     forward[mdp.start[mdp.start >= 0]] = 0.0
     order, bounds = mdp.forward_order
-    src, dest, r = mdp.src[order], mdp.dest[order], rewards[order]
+    src, dest, r = (t.index_select(0, order) for t in (mdp.src, mdp.dest, rewards))
     for begin, end in zip(bounds[:-1], bounds[1:]):
-        forward.scatter_reduce_(0, dest[begin:end], forward[src[begin:end]] + r[begin:end], reduce="amax",
-                                include_self=True)
+        forward.scatter_reduce_(0, dest[begin:end].long(), forward.index_select(0, src[begin:end]) + r[begin:end],
+                                reduce="amax", include_self=True)
     return forward
 
 
