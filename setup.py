@@ -19,6 +19,8 @@ setup(
             "rlhf-make-lattices=rlhf.make_lattices:main",
             "rlhf-qlearn=rlhf.qlearn:main",
             "rlhf-bench-qlearning=rlhf.rl.bench:main",
+            "rlhf-export-model=rlhf.export:main",
+            "rlhf-transcribe=rlhf.transcribe:main",
         ]
     },
 )

@@ -44,7 +44,9 @@ def compute_fbank_split(manifest_dir: Path, fbank_dir: Path, corpus: str, split:
     The cuts are cut into many more chunks than jobs so the progress bar moves steadily.
     """
     recordings, supervisions = (load_manifest_lazy(p) for p in manifest_paths(manifest_dir, corpus, split))
-    cuts = CutSet.from_manifests(recordings=recordings, supervisions=supervisions)
+    # One cut per utterance: a recording with several (Kaldi segments) gives several cuts.
+    cuts = CutSet.from_manifests(recordings=recordings, supervisions=supervisions).trim_to_supervisions(
+        keep_overlapping=False)
     cuts = CutSet.from_cuts(c.with_id(c.supervisions[0].id) for c in cuts)  # cut id = utterance id
     cuts_path = manifest_path(fbank_dir, corpus, "cuts", split)
     storage = (fbank_dir / f"{corpus}_feats_{split}").resolve()

@@ -1,7 +1,8 @@
 """Train the baseline CTC model with k2's CTC loss (stage 3).
 
 Writes to ``<exp_dir>``: ``epoch-N.pt`` after every epoch (model, optimizer, scheduler,
-history), ``tensorboard/`` event files, ``log/``, ``metrics.json`` and ``training-curve.png``.
+history), ``tensorboard/`` event files, ``log/``, ``metrics.json`` and ``training-curve.png``;
+first ``lang/`` and ``features.json`` (rlhf/export.py), so the directory decodes on its own.
 ``--start-epoch N`` resumes from ``epoch-(N-1).pt`` and gives exactly the model an
 uninterrupted run gives: batches, dropout masks and learning rates depend only on the seed
 and the epoch.
@@ -27,6 +28,7 @@ from rlhf.cli import (add_dataclass_options, add_model_dirs, add_stage_options, 
                       run_step)
 from rlhf.ctc import CtcGraphCompiler, ctc_loss, greedy_search
 from rlhf.data import batch_inputs, load_cuts, make_dataloader
+from rlhf.export import export_lang
 from rlhf.lang.tokenizer import Tokenizer
 from rlhf.log import setup_logging
 from rlhf.manifests import manifest_path
@@ -151,6 +153,8 @@ def train(lang_dir: Path, fbank_dir: Path, exp_dir: Path, corpus: str, model_con
     if model_config.vocab_size != tokenizer.vocab_size:
         raise ValueError(f"model vocab_size {model_config.vocab_size} != {tokenizer.vocab_size} tokens in {lang_dir}")
     train_cuts, dev_cuts = load_cuts(train_cuts_path), load_cuts(dev_cuts_path)
+    # The lang files and feature options go with the model, so exp_dir can decode on its own.
+    export_lang(lang_dir, train_cuts_path, exp_dir, force)
     options = {"model": model_config.to_dict(), "train": vars(config), "corpus": corpus, "dev_split": dev_split}
     marker = StageMarker(exp_dir, "train", options, [train_cuts_path, dev_cuts_path, lang_dir / "tokens.txt"])
     if start_epoch == 1 and marker.skip_if_complete(force):

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # steps/train_lm.sh [options] <lang-dir> <lm-dir>
 # Kneser-Ney word n-gram LM (ARPA) from the lang dir's transcripts, compiled to G with kaldilm.
+# --arpa FILE compiles a given ARPA LM (.arpa or .arpa.gz) instead.
 # Options: see `rlhf-train-lm --help`.
 set -euo pipefail
 . "$(dirname "$0")/../path.sh"

@@ -8,7 +8,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 
 stage=0                       # first stage to run
-stop_stage=4                  # last stage to run
+stop_stage=6                  # last stage to run
 nj=2                          # parallel jobs
 corpus_dir=                   # local waves_yesno directory (empty: download it into download/)
 data_dir=data                 # manifests, lang, LM and features go here
@@ -24,6 +24,7 @@ num_layers=2                  # TDNN blocks
 train_seed=42                 # model initialization, batch order and dropout
 device=auto                   # auto, cpu, cuda:0, ...
 avg=10                        # decode the last epoch averaged with the K-1 before it
+reward=frame                  # stage 6: frame (agreement with the forced alignment) or edit (minus errors)
 results_file=RESULTS.md       # decoding results are appended here ('' to skip)
 force=false                   # redo stages even when their outputs are complete
 
@@ -81,5 +82,20 @@ if run_stage 4; then
   "$root/steps/compile_hlg.sh" --force "$force" --log-dir "$log_dir" "$lang_dir" "$lm_dir/G_${lm_order}_gram.fst.txt"
   "$root/steps/decode.sh" --corpus yesno --splits test --epoch "$num_epochs" --avg "$avg" --device "$device" \
     "$lang_dir" "$fbank_dir" "$model_dir"
+  "$root/steps/export_model.sh" --corpus yesno --log-dir "$log_dir" "$lang_dir" "$fbank_dir" "$model_dir"
   append_results "$model_dir/results-epoch-$num_epochs-avg-$avg.md" "$results_file"
+fi
+
+if run_stage 5; then
+  log "Stage 5: decode train test into k2 lattices for sequence training"
+  require "$lang_dir/HLG.pt" 4
+  "$root/steps/make_lattices.sh" --corpus yesno --splits "train test" --epoch "$num_epochs" --avg "$avg" \
+    --device "$device" --force "$force" "$lang_dir" "$fbank_dir" "$model_dir"
+fi
+
+if run_stage 6; then
+  log "Stage 6: Q-learning over the lattices ($reward reward)"
+  require "$model_dir/lattices/stats.json" 5
+  "$root/steps/qlearn.sh" --splits "train test" --reward "$reward" --force "$force" "$model_dir"
+  append_results "$model_dir/qlearn-$reward.md" "$results_file"
 fi
