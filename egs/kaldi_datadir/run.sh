@@ -33,6 +33,7 @@ device=auto                   # auto (GPU when there is one), cpu, cuda:0, ...
 avg=5                         # decode the last epoch averaged with the K-1 before it
 max_active_states=10000       # most active states per frame in the lattice search
 lm_scale=0.5                  # weight of the HLG graph (LM) scores
+lattice_output_beam=8         # stage 5: lattice output beam (lattice size)
 reward=frame                  # stage 6: frame (agreement with the forced alignment) or edit (minus errors)
 results_file=RESULTS.md       # decoding results are appended here ('' to skip)
 force=false                   # redo stages even when their outputs are complete
@@ -110,7 +111,8 @@ if run_stage 5; then
   log "Stage 5: decode train $dev_split into k2 lattices for sequence training"
   require "$lang_dir/HLG.pt" 4
   "$root/steps/make_lattices.sh" --corpus "$corpus" --splits "train $dev_split" --epoch "$num_epochs" --avg "$avg" \
-    --lm-scale "$lm_scale" --device "$device" --force "$force" "$lang_dir" "$fbank_dir" "$model_dir"
+    --output-beam "$lattice_output_beam" --lm-scale "$lm_scale" --device "$device" --force "$force" \
+    "$lang_dir" "$fbank_dir" "$model_dir"
 fi
 
 if run_stage 6; then

@@ -24,6 +24,7 @@ num_layers=2                  # TDNN blocks
 train_seed=42                 # model initialization, batch order and dropout
 device=auto                   # auto, cpu, cuda:0, ...
 avg=10                        # decode the last epoch averaged with the K-1 before it
+lattice_output_beam=8         # stage 5: lattice output beam (lattice size)
 reward=frame                  # stage 6: frame (agreement with the forced alignment) or edit (minus errors)
 results_file=RESULTS.md       # decoding results are appended here ('' to skip)
 force=false                   # redo stages even when their outputs are complete
@@ -90,7 +91,7 @@ if run_stage 5; then
   log "Stage 5: decode train test into k2 lattices for sequence training"
   require "$lang_dir/HLG.pt" 4
   "$root/steps/make_lattices.sh" --corpus yesno --splits "train test" --epoch "$num_epochs" --avg "$avg" \
-    --device "$device" --force "$force" "$lang_dir" "$fbank_dir" "$model_dir"
+    --output-beam "$lattice_output_beam" --device "$device" --force "$force" "$lang_dir" "$fbank_dir" "$model_dir"
 fi
 
 if run_stage 6; then
