@@ -25,8 +25,8 @@ import torch
 from tqdm import tqdm
 
 from rlhf.checkpoint import average_checkpoints, checkpoint_path
-from rlhf.cli import (HelpFormatter, add_dataclass_options, add_model_dirs, add_stage_options, dataclass_from_args,
-                      run_step)
+from rlhf.cli import (HelpFormatter, add_dataclass_options, add_inference_options, add_model_dirs, add_stage_options,
+                      dataclass_from_args, run_step)
 from rlhf.ctc import dense_fsa_vec, greedy_search
 from rlhf.data import batch_inputs, load_cuts, make_dataloader
 from rlhf.graphs import ctc_topo_graph, load_graph, read_symbols
@@ -306,11 +306,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     add_model_dirs(p)
     p.add_argument("--splits", default="dev test", help="space-separated")
-    p.add_argument("--epoch", type=int, required=True, help="decode epoch-N.pt ...")
-    p.add_argument("--avg", type=int, default=1, help="... averaged with the K-1 epochs before it")
+    add_inference_options(p)
     p.add_argument("--methods", default=" ".join(METHODS), help="space-separated")
-    p.add_argument("--max-duration", type=float, default=200.0, help="seconds of audio per batch")
-    p.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda:0, ...")
     add_dataclass_options(p, LatticeConfig())
     add_stage_options(p)
     args = p.parse_args(argv)

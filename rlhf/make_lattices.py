@@ -21,8 +21,8 @@ import torch
 from tqdm import tqdm
 
 from rlhf.checkpoint import average_checkpoints, checkpoint_path, model_digest
-from rlhf.cli import (HelpFormatter, add_dataclass_options, add_model_dirs, add_stage_options, dataclass_from_args,
-                      run_step)
+from rlhf.cli import (HelpFormatter, add_dataclass_options, add_inference_options, add_model_dirs, add_stage_options,
+                      dataclass_from_args, run_step)
 from rlhf.ctc import CtcGraphCompiler, forced_alignments
 from rlhf.data import batch_inputs, load_cuts, make_dataloader
 from rlhf.decode import LatticeConfig, get_lattice, get_texts, lattice_num_arcs
@@ -50,6 +50,7 @@ class LatticeStats:
     oracle_errors: int = 0
     num_empty: int = 0           # the search found no path (beams too narrow)
     num_unaligned: int = 0       # the reference cannot be aligned to the audio
+    num_oov_words: int = 0       # reference words outside words.txt: no path outputs them, always errors
     seconds: float = 0.0         # wall time, network forward included
 
     def add(self, other: "LatticeStats") -> None:
@@ -67,6 +68,7 @@ class LatticeStats:
         s = self.summary()
         return (f"{s['num_utts']} lattices, {s['arcs_per_frame']:.1f} arcs/frame, 1-best WER {s['onebest_wer']:.2f}%, "
                 f"oracle WER {s['oracle_wer']:.2f}%, {self.num_empty} empty, {self.num_unaligned} unaligned, "
+                f"{self.num_oov_words} OOV words, "
                 f"{s['frames_per_second']:.0f} frames/s")
 
 
@@ -136,6 +138,7 @@ class LatticeMaker:
         stats.num_frames = sum(shard.num_frames)
         stats.num_arcs = lattice.num_arcs
         stats.ref_words = sum(len(r) for r in refs)
+        stats.num_oov_words = sum(w == self.oov_id for r in refs for w in r)
         stats.seconds = time.time() - start
         return shard, stats
 
@@ -223,14 +226,11 @@ def main(argv: Optional[list[str]] = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     add_model_dirs(p)
     p.add_argument("--splits", default="train dev", help="space-separated")
-    p.add_argument("--epoch", type=int, required=True, help="use epoch-N.pt ...")
-    p.add_argument("--avg", type=int, default=1, help="... averaged with the K-1 epochs before it")
+    add_inference_options(p)
     p.add_argument("--graph", default="hlg", choices=GRAPHS,
                    help="decoding graph: hlg (words; lexicon and LM) or ctc (tokens; no LM)")
     p.add_argument("--shard-size", type=int, default=500, help="lattices per shard file")
     p.add_argument("--max-utts", type=int, default=None, help="stop a split after this many lattices (subsets)")
-    p.add_argument("--max-duration", type=float, default=200.0, help="seconds of audio per batch")
-    p.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda:0, ...")
     add_dataclass_options(p, LatticeConfig())
     add_stage_options(p)
     args = p.parse_args(argv)

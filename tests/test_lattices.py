@@ -86,3 +86,17 @@ def test_one_best_arcs_give_the_one_best_words(tiny_recipe):
     for i, best in enumerate(onebest_arcs(shard.lattice)):
         assert [w for a in best for w in outputs[starts[i] + a]] == texts[i]
         assert edit_distance(texts[i], shard.references[i]) >= 0
+
+
+def test_oov_reference_words_get_an_id_no_arc_outputs(tiny_recipe):
+    from rlhf.decode import LatticeConfig
+    from rlhf.graphs import read_symbols
+    from rlhf.lang.tokenizer import Tokenizer
+    from rlhf.make_lattices import LatticeMaker
+    lang = tiny_recipe.data_dir / "lang_bpe_50"
+    maker = LatticeMaker(average_checkpoints(tiny_recipe.model_dir, 2, 2), Tokenizer(lang), "hlg", LatticeConfig(),
+                         torch.device("cpu"), lang)
+    words = read_symbols(lang / "words.txt")
+    known = (lang / "lexicon.txt").read_text().split()[0]
+    refs = maker.references([f"{known} NOSUCHWORDXYZ"])
+    assert refs == [[words[known], maker.oov_id]] and maker.oov_id > max(words.values())
