@@ -27,5 +27,5 @@ fi
 out=$exp_dir/bench-qlearning-$split.md
 log "Benchmarking Q-learning on $exp_dir/lattices/$split"
 rlhf-bench-qlearning ${max_shards:+--max-shards "$max_shards"} --threads "$threads" --alpha "$alpha" \
-  --gamma "$gamma" --out "$out" "$exp_dir/lattices/$split" > /dev/null
+  --gamma "$gamma" --out "$out" "$exp_dir/lattices/$split"
 append_results "$out" "$results_file"

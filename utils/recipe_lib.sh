@@ -32,11 +32,10 @@ require() {
   fi
 }
 
-# append_results TABLE FILE: print a decoding results table and append it to FILE (unless FILE
-# is empty), with the date, the commit and the command that made it. A table is appended once:
-# re-running a complete stage does not repeat it.
+# append_results TABLE FILE: append a results table (which the step has printed) to FILE (unless
+# FILE is empty), with the date, the commit and the command that made it. A table is appended
+# once: re-running a complete stage does not repeat it.
 append_results() {
-  cat "$1"
   [ -n "$2" ] || return 0
   [ "$1.appended" -nt "$1" ] && return 0
   {
