@@ -148,7 +148,7 @@ def summary_table(rows: dict[str, dict], mode: str, config: QLearningConfig) -> 
     lines = [f"Q-learning over the stage-5 lattices, {mode} reward (alpha {config.alpha}, gamma {config.gamma}, "
              f"temperature {config.temperature}).", "",
              "| split | lattices | 1-best WER | oracle WER | greedy-Q path differs from 1-best | "
-             "mean advantage of 1-best | sweeps | residual | arcs/s |",
+             "mean advantage of 1-best | sweeps | residual | arcs/s (all values) |",
              "|---|---|---|---|---|---|---|---|---|"]
     for split, r in rows.items():
         lines.append(f"| {split} | {r['num_utts']} | {r['onebest_wer']:.2f} | {r['oracle_wer']:.2f} | "

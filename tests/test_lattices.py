@@ -100,3 +100,27 @@ def test_oov_reference_words_get_an_id_no_arc_outputs(tiny_recipe):
     known = (lang / "lexicon.txt").read_text().split()[0]
     refs = maker.references([f"{known} NOSUCHWORDXYZ"])
     assert refs == [[words[known], maker.oov_id]] and maker.oov_id > max(words.values())
+
+
+def test_ctc_topology_lattices_compare_tokens(tiny_recipe, tmp_path):
+    """--graph ctc: token lattices without an LM; references and the edit reward are in tokens."""
+    import shutil
+
+    from rlhf.decode import LatticeConfig
+    from rlhf.lang.tokenizer import Tokenizer
+    from rlhf.make_lattices import make_lattices
+    from rlhf.rl import lattice_values
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    for checkpoint in tiny_recipe.model_dir.glob("epoch-*.pt"):
+        shutil.copy(checkpoint, exp)
+    lang = tiny_recipe.data_dir / "lang_bpe_50"
+    out = make_lattices(lang, tiny_recipe.data_dir / "fbank", exp, "synth", ["dev"], 2, 2, "ctc",
+                        LatticeConfig(output_beam=3, max_active_states=1000))
+    stats = json.loads((out / "stats.json").read_text())["splits"]["dev"]
+    assert stats["num_utts"] == 4 and stats["oracle_wer"] <= stats["onebest_wer"]
+    shard = LatticeShard.load(shard_paths(out / "dev")[0])
+    assert shard.references == Tokenizer(lang).encode(shard.texts)
+    values = lattice_values(shard.lattice, "edit", references=shard.references)
+    errors = -values.start_value.sum().item()
+    assert errors == pytest.approx(stats["oracle_wer"] * stats["ref_words"] / 100.0)
