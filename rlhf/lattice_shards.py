@@ -74,9 +74,3 @@ def iter_shards(directory: Path, device: torch.device = torch.device("cpu")) -> 
     """Shards loaded one at a time (a split's lattices need not fit in memory together)."""
     for path in shard_paths(directory):
         yield path, LatticeShard.load(path, device)
-
-
-def first_arcs(fsas: k2.Fsa) -> torch.Tensor:
-    """Global index of each FSA's first arc, plus the total at the end ([num_fsas + 1])."""
-    shape = fsas.arcs.shape()
-    return shape.row_splits(2)[shape.row_splits(1).long()].long()

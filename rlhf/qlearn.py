@@ -23,8 +23,9 @@ from tqdm import tqdm
 
 from rlhf.cli import HelpFormatter, add_dataclass_options, add_stage_options, dataclass_from_args, run_step
 from rlhf.decode import arc_labels
-from rlhf.lattice_shards import LatticeShard, first_arcs, iter_shards, shard_paths
+from rlhf.lattice_shards import LatticeShard, iter_shards, shard_paths
 from rlhf.log import setup_logging
+from rlhf.rl.mdp import first_arcs
 from rlhf.rl.qlearning import QLearningConfig
 from rlhf.rl.rewards import edit_distance
 from rlhf.rl.values import REWARD_MODES, LatticeValues, lattice_values

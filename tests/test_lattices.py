@@ -8,9 +8,10 @@ import torch
 from conftest import TINY_OPTIONS, run_recipe
 
 from rlhf.checkpoint import average_checkpoints, model_digest
-from rlhf.lattice_shards import LatticeShard, first_arcs, shard_paths
+from rlhf.lattice_shards import LatticeShard, shard_paths
 from rlhf.qlearn import onebest_arcs
 from rlhf.rl import frame_rewards
+from rlhf.rl.mdp import first_arcs
 from rlhf.rl.rewards import edit_distance
 
 

@@ -148,3 +148,9 @@ def _level_order(level: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
     counts = torch.bincount(level)
     counts = counts[counts > 0]
     return order, [0] + counts.cumsum(0).tolist()
+
+
+def first_arcs(fsas: k2.Fsa) -> torch.Tensor:
+    """Global index of each FSA's first arc, plus the total at the end ([num_fsas + 1])."""
+    shape = fsas.arcs.shape()
+    return shape.row_splits(2)[shape.row_splits(1).long()].long()

@@ -6,7 +6,7 @@ from typing import Optional
 import k2
 import torch
 
-from rlhf.rl.mdp import LatticeMdp
+from rlhf.rl.mdp import LatticeMdp, first_arcs
 from rlhf.rl.qlearning import QLearningConfig, QValues, greedy_paths, q_learning
 from rlhf.rl.rewards import edit_product, frame_rewards
 
@@ -93,7 +93,7 @@ def lattice_values(lattice: k2.Fsa, mode: str = "frame", alignments: Optional[li
     q, v_src, advantage, through = (torch.where(fsa_valid, t, zero) for t in (q, v_src, advantage, through))
     start_value = torch.where(valid, start_value, torch.zeros_like(start_value))
     to_lattice = lattice_arc.tolist()
-    first_arc = lattice.arcs.shape().row_splits(2)[lattice.arcs.shape().row_splits(1).long()].tolist()
+    first_arc = first_arcs(lattice).tolist()
     greedy = [[to_lattice[a] - first_arc[i] for a in path if to_lattice[a] >= 0]
               for i, path in enumerate(greedy_paths(mdp, values))]
     return LatticeValues(mode, mdp_fsas, rewards, values.q, values.v, q, v_src, advantage, through, start_value,
