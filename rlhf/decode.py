@@ -81,6 +81,17 @@ def get_texts(best_paths: k2.Fsa) -> list[list[int]]:
     return k2.RaggedTensor(shape, labels.values).tolist()
 
 
+def search_graph(tokenizer: Tokenizer, device: torch.device, hlg: Optional[k2.Fsa] = None,
+                 lm_scale: float = 1.0) -> k2.Fsa:
+    """The graph a lattice search runs against: HLG with its scores times ``lm_scale`` (a copy:
+    the caller's graph keeps its scores), or without HLG the CTC topology over the tokens."""
+    if hlg is None:
+        return ctc_topo_graph(tokenizer.vocab_size - 1).to(device)
+    scaled = hlg.to(device).clone()
+    scaled.scores = scaled.scores * lm_scale
+    return scaled
+
+
 def get_lattice(graph: k2.Fsa, log_probs: torch.Tensor, lengths: torch.Tensor,
                 config: LatticeConfig) -> tuple[k2.Fsa, torch.Tensor]:
     """Pruned lattices of a batch, with each arc's frame index (``frame_idx``).
@@ -137,13 +148,11 @@ class Decoder:
         self.graphs: dict[str, k2.Fsa] = {}
         self.nnet_seconds = 0.0  # network forward time, shared by every method
         if "ctc-1best" in methods:
-            self.graphs["ctc-1best"] = ctc_topo_graph(tokenizer.vocab_size - 1).to(device)
+            self.graphs["ctc-1best"] = search_graph(tokenizer, device)
         if "hlg-1best" in methods:
             if hlg is None or word_table is None:
                 raise ValueError("hlg-1best needs HLG.pt and words.txt")
-            scaled = hlg.to(device).clone()  # the caller's graph keeps its scores
-            scaled.scores = scaled.scores * lattice_config.lm_scale
-            self.graphs["hlg-1best"] = scaled
+            self.graphs["hlg-1best"] = search_graph(tokenizer, device, hlg, lattice_config.lm_scale)
             self.id_to_word = {i: w for w, i in word_table.items()}
 
     def words(self, method: str, ids: list[int]) -> list[str]:
@@ -279,9 +288,7 @@ def decode(lang_dir: Path, fbank_dir: Path, exp_dir: Path, corpus: str, splits: 
     device = pick_device(device_name)
     tokenizer = Tokenizer(lang_dir)
     model = average_checkpoints(exp_dir, epoch, avg)
-    if model.config.vocab_size != tokenizer.vocab_size:
-        raise ValueError(f"the model has {model.config.vocab_size} outputs but {lang_dir}/tokens.txt has "
-                         f"{tokenizer.vocab_size} tokens: decode with the lang dir it was trained with")
+    tokenizer.check_model_outputs(model.config.vocab_size)
     hlg = word_table = None
     if "hlg-1best" in methods:
         hlg, word_table = load_graph(lang_dir / "HLG.pt", device), read_symbols(lang_dir / "words.txt")

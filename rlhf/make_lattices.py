@@ -25,8 +25,8 @@ from rlhf.cli import (HelpFormatter, add_dataclass_options, add_inference_option
                       dataclass_from_args, run_step)
 from rlhf.ctc import CtcGraphCompiler, forced_alignments
 from rlhf.data import batch_inputs, load_cuts, make_dataloader
-from rlhf.decode import LatticeConfig, get_lattice, get_texts, lattice_num_arcs
-from rlhf.graphs import ctc_topo_graph, load_graph, read_symbols
+from rlhf.decode import LatticeConfig, get_lattice, get_texts, lattice_num_arcs, search_graph
+from rlhf.graphs import load_graph, read_symbols
 from rlhf.lang.tokenizer import Tokenizer
 from rlhf.lattice_shards import LatticeShard, shard_path
 from rlhf.log import setup_logging
@@ -85,12 +85,11 @@ class LatticeMaker:
         self.device = device
         self.compiler = CtcGraphCompiler(tokenizer, device)
         if graph_kind == "hlg":
-            graph = load_graph(lang_dir / "HLG.pt", device).clone()
-            graph.scores = graph.scores * config.lm_scale
+            graph = search_graph(tokenizer, device, load_graph(lang_dir / "HLG.pt", device), config.lm_scale)
             self.word_ids = read_symbols(lang_dir / "words.txt")
             self.oov_id = max(self.word_ids.values()) + 1  # no arc outputs it: always an error
         else:
-            graph = ctc_topo_graph(tokenizer.vocab_size - 1).to(device)
+            graph = search_graph(tokenizer, device)
             self.word_ids = None
             self.oov_id = tokenizer.vocab_size
         graph.graph_scores = graph.scores.clone()
@@ -201,9 +200,7 @@ def make_lattices(lang_dir: Path, fbank_dir: Path, exp_dir: Path, corpus: str, s
     device = pick_device(device_name)
     tokenizer = Tokenizer(lang_dir)
     model = average_checkpoints(exp_dir, epoch, avg)
-    if model.config.vocab_size != tokenizer.vocab_size:
-        raise ValueError(f"the model has {model.config.vocab_size} outputs but {lang_dir}/tokens.txt has "
-                         f"{tokenizer.vocab_size} tokens: use the lang dir it was trained with")
+    tokenizer.check_model_outputs(model.config.vocab_size)
     meta = {"model_digest": model_digest(model), "lang_digest": file_digest(lang_dir / "tokens.txt"),
             "made_with": f"{exp_dir} epoch {epoch} avg {avg}, {lang_dir}", "graph": graph_kind,
             "lattice_config": asdict(config), "model_config": model.config.to_dict()}

@@ -25,7 +25,7 @@ from rlhf.cli import HelpFormatter, add_dataclass_options, add_stage_options, da
 from rlhf.decode import arc_labels
 from rlhf.lattice_shards import LatticeShard, iter_shards, shard_paths
 from rlhf.log import setup_logging
-from rlhf.rl.mdp import first_arcs
+from rlhf.rl.mdp import arc_fsa_index, first_arcs
 from rlhf.rl.qlearning import QLearningConfig
 from rlhf.rl.rewards import edit_distance
 from rlhf.rl.values import REWARD_MODES, LatticeValues, lattice_values
@@ -64,8 +64,8 @@ def onebest_arcs(lattice: k2.Fsa) -> list[list[int]]:
     marked = k2.Fsa(lattice.arcs.clone())
     marked.scores = lattice.scores.detach().clone()
     starts = first_arcs(lattice)
-    arc_fsa = torch.repeat_interleave(torch.arange(lattice.shape[0]), (starts[1:] - starts[:-1]).cpu())
-    marked.local_arc = (torch.arange(lattice.num_arcs) - starts[:-1].cpu()[arc_fsa]).to(torch.int32)
+    index = torch.arange(lattice.num_arcs, device=lattice.device) - starts[:-1].index_select(0, arc_fsa_index(lattice))
+    marked.local_arc = index.to(torch.int32)
     best = k2.shortest_path(marked, use_double_scores=True)
     splits = first_arcs(best).tolist()
     local = best.local_arc.tolist()

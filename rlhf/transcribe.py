@@ -100,9 +100,7 @@ class Transcriber:
             raise ValueError(f"the model was trained on {features.type!r} features; this command computes "
                              f"{Fbank.name!r} only")
         tokenizer = Tokenizer(lang_dir)
-        if model.config.vocab_size != tokenizer.vocab_size:
-            raise ValueError(f"the model has {model.config.vocab_size} outputs but {lang_dir}/tokens.txt has "
-                             f"{tokenizer.vocab_size} tokens: use the lang dir it was trained with")
+        tokenizer.check_model_outputs(model.config.vocab_size)
         if model.config.num_features != features.num_mel_bins:
             raise ValueError(f"the model takes {model.config.num_features} features but features.json says "
                              f"{features.num_mel_bins} bins: the model directory is inconsistent")

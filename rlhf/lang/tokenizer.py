@@ -20,6 +20,7 @@ class Tokenizer:
         tokens_txt = lang_dir / "tokens.txt"
         if not tokens_txt.is_file():
             raise FileNotFoundError(f"{tokens_txt} not found: run the lang stage (steps/prepare_lang.sh) first")
+        self.lang_dir = lang_dir
         self.tokens = read_symbols(tokens_txt)
         self.id_to_token = {i: t for t, i in self.tokens.items()}
         bpe_model = lang_dir / "bpe.model"
@@ -32,6 +33,12 @@ class Tokenizer:
     def vocab_size(self) -> int:
         """Number of CTC outputs, blank included."""
         return len(self.tokens)
+
+    def check_model_outputs(self, num_outputs: int) -> None:
+        """Refuse a model whose output layer does not match these tokens (another lang dir's model)."""
+        if num_outputs != self.vocab_size:
+            raise ValueError(f"the model has {num_outputs} outputs but {self.lang_dir}/tokens.txt has "
+                             f"{self.vocab_size} tokens: use the lang dir it was trained with")
 
     def encode(self, texts: list[str]) -> list[list[int]]:
         if self.sp is not None:

@@ -29,7 +29,6 @@ class LatticeMdp:
     num_states: int
     src: torch.Tensor          # [num_arcs] global source state of each arc (int32, as k2 keeps it)
     dest: torch.Tensor         # [num_arcs] global destination state of each arc (int32)
-    state_fsa: torch.Tensor    # [num_states] the FSA each state belongs to (int32)
     start: torch.Tensor        # [num_fsas] global start state (-1 for an FSA with no states)
     final: torch.Tensor        # [num_fsas] global final state (-1 for an FSA with no states)
     fsas: k2.Fsa               # the FsaVec itself
@@ -45,7 +44,7 @@ class LatticeMdp:
     @cached_property
     def arc_fsa(self) -> torch.Tensor:
         """[num_arcs] the FSA each arc belongs to."""
-        return self.state_fsa.index_select(0, self.src)
+        return arc_fsa_index(self.fsas)
 
     @cached_property
     def arc_frames(self) -> Optional[torch.Tensor]:
@@ -113,7 +112,7 @@ class LatticeMdp:
         empty = sizes == 0
         start = torch.where(empty, torch.full_like(sizes, -1), state_splits[:-1])
         final = torch.where(empty, torch.full_like(sizes, -1), state_splits[1:] - 1)
-        return LatticeMdp(shape.dim0, int(state_splits[-1]), src, dest, shape.row_ids(1), start, final, fsas)
+        return LatticeMdp(shape.dim0, int(state_splits[-1]), src, dest, start, final, fsas)
 
 
 _NO_FRAME = (1 << 31) - 1  # the frame of a state no arc leaves (a final state): after every frame
@@ -154,3 +153,9 @@ def first_arcs(fsas: k2.Fsa) -> torch.Tensor:
     """Global index of each FSA's first arc, plus the total at the end ([num_fsas + 1])."""
     shape = fsas.arcs.shape()
     return shape.row_splits(2)[shape.row_splits(1).long()].long()
+
+
+def arc_fsa_index(fsas: k2.Fsa) -> torch.Tensor:
+    """[num_arcs] the index of the FSA each arc of an FsaVec belongs to (long)."""
+    shape = fsas.arcs.shape()
+    return shape.row_ids(1).index_select(0, shape.row_ids(2)).long()

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import k2
 import torch
 
+from rlhf.rl.mdp import arc_fsa_index
+
 
 def frame_rewards(lattice: k2.Fsa, alignments: list[torch.Tensor]) -> torch.Tensor:
     """Per-arc 0/1 frame rewards (float64) of an FsaVec with a ``frame_idx`` attribute.
@@ -33,8 +35,7 @@ def frame_rewards(lattice: k2.Fsa, alignments: list[torch.Tensor]) -> torch.Tens
     offsets = torch.cat([torch.zeros(1, dtype=torch.long, device=device), lengths.cumsum(0)])
     flat = torch.cat([a.to(device=device, dtype=torch.long) for a in alignments]) if num_fsas else \
         torch.zeros(0, dtype=torch.long, device=device)
-    shape = lattice.arcs.shape()
-    arc_fsa = shape.row_ids(1).long()[shape.row_ids(2).long()]
+    arc_fsa = arc_fsa_index(lattice)
     labels = lattice.labels.long()
     frames = lattice.frame_idx.long()
     real = labels >= 0
@@ -128,12 +129,11 @@ def edit_product(lattice: k2.Fsa, references: list[list[int]]) -> EditProduct:
 
 def _labels_per_fsa(acceptor: k2.Fsa) -> list[list[int]]:
     """The distinct positive labels of each FSA of an FsaVec."""
-    shape = acceptor.arcs.shape()
-    arc_fsa = shape.row_ids(1).long()[shape.row_ids(2).long()]
+    arc_fsa = arc_fsa_index(acceptor)
     labels = acceptor.labels.long()
     keep = labels > 0
     pairs = torch.unique(torch.stack([arc_fsa[keep], labels[keep]], 1), dim=0)
-    vocab: list[list[int]] = [[] for _ in range(shape.dim0)]
+    vocab: list[list[int]] = [[] for _ in range(acceptor.shape[0])]
     for f, label in pairs.tolist():
         vocab[f].append(label)
     return vocab
