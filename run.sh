@@ -6,7 +6,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 
 stage=0                       # first stage to run
-stop_stage=6                  # last stage to run
+stop_stage=7                  # last stage to run
 nj=2                          # parallel jobs
 seed=1                        # corpus seed: same seed, same corpus, byte for byte
 corpus_dir=download/synth     # where stage 0 writes the synthesized corpus
@@ -44,6 +44,16 @@ reward=frame                  # stage 6: frame (sMBR: agreement with the forced 
 alpha=1.0                     # stage 6: Q-learning rate (1: one sweep is exact)
 gamma=1.0                     # stage 6: discount
 temperature=0                 # stage 6: 0 for max (Q-learning), > 0 for the soft (log-sum-exp) values
+kappa=1.0                     # stage 7: acoustic scale of the re-scored lattice arcs
+ctc_weight=0.0                # stage 7: weight of the CTC regularizer
+trainable=all                 # stage 7: all, or top-K (output layer and the last K-1 TDNN blocks)
+hf_iters=12                   # stage 7: Hessian-free iterations ...
+hf_time_budget=0              # stage 7: ... or seconds of optimization (0: no limit)
+grad_fraction=0.25            # stage 7: share of the training lattices in each HF gradient
+curvature_fraction=0.1        # stage 7: share of those in the curvature sample
+heldout_utts=150              # stage 7: training utterances held out for rho and the line search
+cg_max_iters=12               # stage 7: most CG iterations per HF iteration
+init_damping=0.01             # stage 7: initial Levenberg-Marquardt lambda
 results_file=RESULTS.md       # decoding results are appended here ('' to skip)
 force=false                   # redo stages even when their outputs are complete
 
@@ -136,4 +146,22 @@ if run_stage 6; then
     --temperature "$temperature" --force "$force" "$model_dir"
   append_results "$model_dir/qlearn-$reward.md" "$results_file"
   log "Stage 6 done: per-arc Q, V, advantages in $model_dir/lattices/<split>/q-$reward/"
+fi
+
+if run_stage 7; then
+  log "Stage 7: fine-tune the baseline with the RL objective ($reward advantages) and Hessian-free"
+  require "$model_dir/lattices/train/q-$reward" 6
+  finetune_dir=$model_dir/finetune/rl-hf-$reward
+  "$here/steps/finetune.sh" --epoch "$epoch" --avg "$avg" --reward "$reward" --kappa "$kappa" \
+    --ctc-weight "$ctc_weight" --trainable "$trainable" --max-iters "$hf_iters" --time-budget "$hf_time_budget" \
+    --grad-fraction "$grad_fraction" --curvature-fraction "$curvature_fraction" --heldout-utts "$heldout_utts" \
+    --hf-cg-max-iters "$cg_max_iters" --hf-init-damping "$init_damping" --search-beam "$search_beam" \
+    --output-beam "$output_beam" --max-active-states "$max_active_states" --lm-scale "$lm_scale" \
+    --device "$device" --force "$force" --out-dir "$finetune_dir" "$lang_dir" "$fbank_dir" "$model_dir" > /dev/null
+  "$here/steps/decode.sh" --checkpoint "$finetune_dir/best.pt" --search-beam "$search_beam" \
+    --output-beam "$output_beam" --max-active-states "$max_active_states" --lm-scale "$lm_scale" \
+    --device "$device" --force "$force" "$lang_dir" "$fbank_dir" "$finetune_dir" > /dev/null
+  rlhf-compare-finetune --out "$finetune_dir/comparison" "$model_dir/results-epoch-$epoch-avg-$avg.json" "$finetune_dir"
+  append_results "$finetune_dir/comparison.md" "$results_file"
+  log "Stage 7 done: $finetune_dir/best.pt (decoded: $finetune_dir/<method>/), comparison.md and .png"
 fi

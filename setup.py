@@ -18,6 +18,8 @@ setup(
             "rlhf-decode=rlhf.decode:main",
             "rlhf-make-lattices=rlhf.make_lattices:main",
             "rlhf-qlearn=rlhf.qlearn:main",
+            "rlhf-finetune=rlhf.finetune:main",
+            "rlhf-compare-finetune=rlhf.compare:main",
             "rlhf-bench-qlearning=rlhf.rl.bench:main",
             "rlhf-export-model=rlhf.export:main",
             "rlhf-transcribe=rlhf.transcribe:main",

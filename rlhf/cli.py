@@ -32,9 +32,9 @@ def add_model_dirs(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--corpus", default="synth", help="cut manifest name prefix")
 
 
-def add_inference_options(parser: argparse.ArgumentParser) -> None:
+def add_inference_options(parser: argparse.ArgumentParser, epoch_required: bool = True) -> None:
     """Which checkpoints to use (``--epoch N --avg K``, icefall's), batch size and device."""
-    parser.add_argument("--epoch", type=int, required=True, help="use epoch-N.pt ...")
+    parser.add_argument("--epoch", type=int, required=epoch_required, help="use epoch-N.pt ...")
     parser.add_argument("--avg", type=int, default=1, help="... averaged with the K-1 epochs before it")
     parser.add_argument("--max-duration", type=float, default=200.0, help="seconds of audio per batch")
     parser.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda:0, ...")

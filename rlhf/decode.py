@@ -24,7 +24,7 @@ import k2
 import torch
 from tqdm import tqdm
 
-from rlhf.checkpoint import average_checkpoints, checkpoint_path
+from rlhf.checkpoint import average_checkpoints, checkpoint_path, load_model
 from rlhf.cli import (HelpFormatter, add_dataclass_options, add_inference_options, add_model_dirs, add_stage_options,
                       dataclass_from_args, run_step)
 from rlhf.ctc import dense_fsa_vec, greedy_search
@@ -266,15 +266,20 @@ def results_table(rows: dict[str, dict[str, dict]], splits: Sequence[str], suffi
 
 def decode(lang_dir: Path, fbank_dir: Path, exp_dir: Path, corpus: str, splits: Sequence[str], epoch: int, avg: int,
            methods: Sequence[str], config: LatticeConfig, max_duration: float, device_name: str = "auto",
-           force: bool = False) -> Path:
-    """Decode and score every split with every method; returns the results table's path."""
+           force: bool = False, checkpoint: Optional[Path] = None) -> Path:
+    """Decode and score every split with every method; returns the results table's path.
+
+    The model is ``--epoch``/``--avg`` of ``exp_dir``, or one ``checkpoint`` file (e.g. a
+    fine-tuned best.pt; results are then named after its stem and written to ``exp_dir``).
+    """
     unknown = set(methods) - set(METHODS)
     if unknown:
         raise ValueError(f"unknown decoding method(s) {sorted(unknown)}; choose from {', '.join(METHODS)}")
-    suffix = f"epoch-{epoch}-avg-{avg}"
+    suffix = Path(checkpoint).stem if checkpoint else f"epoch-{epoch}-avg-{avg}"
     table_path = exp_dir / f"results-{suffix}.md"
     cut_paths = [manifest_path(fbank_dir, corpus, "cuts", split) for split in splits]
-    inputs = [checkpoint_path(exp_dir, e) for e in range(epoch - avg + 1, epoch + 1)] + cut_paths + \
+    models = [Path(checkpoint)] if checkpoint else [checkpoint_path(exp_dir, e) for e in range(epoch - avg + 1, epoch + 1)]
+    inputs = models + cut_paths + \
         [lang_dir / "tokens.txt"] + ([lang_dir / "HLG.pt"] if "hlg-1best" in methods else [])
     for path in inputs:
         if not path.is_file():
@@ -287,7 +292,7 @@ def decode(lang_dir: Path, fbank_dir: Path, exp_dir: Path, corpus: str, splits: 
         return table_path
     device = pick_device(device_name)
     tokenizer = Tokenizer(lang_dir)
-    model = average_checkpoints(exp_dir, epoch, avg)
+    model = load_model(checkpoint) if checkpoint else average_checkpoints(exp_dir, epoch, avg)
     tokenizer.check_model_outputs(model.config.vocab_size)
     hlg = word_table = None
     if "hlg-1best" in methods:
@@ -313,7 +318,9 @@ def main(argv: Optional[list[str]] = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     add_model_dirs(p)
     p.add_argument("--splits", default="dev test", help="space-separated")
-    add_inference_options(p)
+    add_inference_options(p, epoch_required=False)
+    p.add_argument("--checkpoint", type=Path, default=None,
+                   help="decode this checkpoint file (e.g. a fine-tuned best.pt) instead of --epoch/--avg")
     p.add_argument("--methods", default=" ".join(METHODS), help="space-separated")
     add_dataclass_options(p, LatticeConfig())
     add_stage_options(p)
@@ -321,9 +328,13 @@ def main(argv: Optional[list[str]] = None) -> None:
     setup_logging(args.log_dir or args.exp_dir / "log", "decode")
     config = dataclass_from_args(LatticeConfig, args)
 
+    if args.checkpoint is None and args.epoch is None:
+        p.error("give --epoch (and --avg) or --checkpoint")
+
     def step() -> None:
         table = decode(args.lang_dir, args.fbank_dir, args.exp_dir, args.corpus, args.splits.split(), args.epoch,
-                       args.avg, args.methods.split(), config, args.max_duration, args.device, args.force)
+                       args.avg, args.methods.split(), config, args.max_duration, args.device, args.force,
+                       args.checkpoint)
         print(table.read_text())
 
     run_step(step)

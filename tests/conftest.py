@@ -19,6 +19,7 @@ TINY_DATA_OPTIONS = [
 TINY_MODEL_OPTIONS = [
     "--num-epochs", "2", "--hidden-dim", "32", "--num-layers", "2", "--max-duration", "40", "--avg", "2",
     "--max-active-states", "1000", "--lattice-output-beam", "3",  # an untrained model's lattices are wide
+    "--hf-iters", "2",
 ]
 TINY_OPTIONS = TINY_DATA_OPTIONS + TINY_MODEL_OPTIONS
 

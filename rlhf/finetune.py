@@ -1,0 +1,508 @@
+"""Sequence fine-tuning of the baseline on its own lattices (stage 7, and its controls).
+
+Objectives (``--objective``), all evaluated on the stage-5 training lattices:
+- ``rl``: J(theta) = expected stage-6 advantage under the re-scored lattice posterior
+  (rlhf.rl.objective; ``--reward frame`` or ``edit``), optionally plus ``--ctc-weight`` x CTC;
+- ``mwer``: k2's ``mwer_loss`` on the re-scored lattices (a control);
+- ``ctc``: the baseline's own CTC loss (a control: training on for the same time).
+Optimizers (``--optimizer``): ``hf`` (rlhf.hf, ``rl`` only) or ``adam``.
+
+The loss minimized is -J per frame (``frame``) or per reference word (``edit``). Hessian-free
+takes its gradient over the training lattices (``--grad-fraction`` of them per iteration), its
+curvature over a resampled ``--curvature-fraction`` of those, and rho, backtracking and the
+line search over ``--heldout-utts`` utterances held out of the gradient. Dev WER (HLG 1-best,
+as stage 4) is measured every ``--eval-every`` iterations (and every ``--eval-interval``
+seconds); the best model is ``best.pt``. The run stops after ``--max-iters`` iterations or
+``--time-budget`` seconds of optimization (evaluation not counted), and resumes from
+``state.pt`` (written after every iteration) when run again with the same options.
+Outputs in ``--out-dir``: best.pt, state.pt, progress.json, log/.
+"""
+
+import argparse
+import json
+import logging
+import random
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Callable, Optional
+
+import k2
+import torch
+from tqdm import tqdm
+
+from rlhf.checkpoint import average_checkpoints, checkpoint_path, model_digest, save_checkpoint
+from rlhf.cli import (HelpFormatter, add_dataclass_options, add_model_dirs, add_stage_options, dataclass_from_args,
+                      run_step, str2bool)
+from rlhf.ctc import CtcGraphCompiler, ctc_loss
+from rlhf.data import load_cuts, make_dataloader
+from rlhf.decode import Decoder, LatticeConfig, decode_split
+from rlhf.graphs import load_graph, read_symbols
+from rlhf.hf import HessianFree, HessianFreeConfig, HessianFreeError, module_ggn_product
+from rlhf.lang.tokenizer import Tokenizer
+from rlhf.lattice_batches import LatticeBatch, SplitLattices, length_batches, load_split_lattices
+from rlhf.log import setup_logging
+from rlhf.manifests import manifest_path
+from rlhf.model import CtcModel, pick_device
+from rlhf.rl.objective import (arc_output_index, distinct_paths, expected_advantage, expected_path_advantage,
+                               frame_fisher_product, posteriors, rescore, sample_paths, token_occupancy)
+from rlhf.rl.values import REWARD_MODES
+from rlhf.scoring import compute_wer
+from rlhf.stage import StageMarker, atomic_output, file_digest
+
+OBJECTIVES = ("rl", "mwer", "ctc")
+OPTIMIZERS = ("hf", "adam")
+CURVATURES = ("softmax", "occupancy")
+# Martens' lambda = 1 and 50 CG steps made tiny steps on this objective (RESULTS.md, stage 7);
+# these come from short pilot runs on the default corpus (held-out loss and dev WER; never test).
+HF_DEFAULTS = HessianFreeConfig(init_damping=0.01, cg_max_iters=12)
+
+
+@dataclass
+class FinetuneConfig:
+    objective: str = "rl"           # rl (expected advantage), mwer (k2.mwer_loss), ctc
+    optimizer: str = "hf"           # hf (Hessian-free; rl only) or adam
+    reward: str = "frame"           # rl: the stage-6 values to use (frame or edit)
+    kappa: float = 1.0              # acoustic scale of the re-scored arcs: kappa * log p + graph score
+    ctc_weight: float = 0.0         # rl: weight of the CTC regularizer
+    curvature: str = "softmax"      # hf output curvature: per-frame Fisher of the network softmax or lattice occupancy
+    num_paths: int = 8              # edit reward and mwer: paths sampled per lattice
+    trainable: str = "all"          # all, or top-K: the output layer and the last K-1 TDNN blocks
+    max_iters: int = 12             # HF iterations (adam: updates)
+    time_budget: float = 0.0        # stop after this many seconds of optimization (0: no limit)
+    eval_every: int = 1             # dev WER every this many iterations (adam: updates) ...
+    eval_interval: float = 0.0      # ... and every this many seconds of optimization (0: off)
+    grad_fraction: float = 0.25     # hf: share of the training batches in each gradient
+    curvature_fraction: float = 0.1   # hf: share of the gradient's utterances in the curvature sample
+    heldout_utts: int = 150         # hf: training utterances held out for rho, backtracking, line search
+    batch_frames: int = 12000       # padded output frames per batch
+    lr: float = 1e-4                # adam: learning rate
+    seed: int = 0
+    max_utts: int = 0               # use only the first N training lattices (0: all; for tests)
+
+    def check(self) -> None:
+        for name, value, allowed in (("--objective", self.objective, OBJECTIVES),
+                                     ("--optimizer", self.optimizer, OPTIMIZERS),
+                                     ("--reward", self.reward, REWARD_MODES),
+                                     ("--curvature", self.curvature, CURVATURES)):
+            if value not in allowed:
+                raise ValueError(f"unknown {name} {value!r}; choose from {', '.join(allowed)}")
+        if self.optimizer == "hf" and self.objective != "rl":
+            raise ValueError("--optimizer hf runs the rl objective only (the controls use adam)")
+        if self.trainable != "all" and not (self.trainable.startswith("top-") and self.trainable[4:].isdigit()
+                                            and int(self.trainable[4:]) >= 1):
+            raise ValueError(f"--trainable must be 'all' or 'top-K' with K >= 1, got {self.trainable!r}")
+        if not 0.0 < self.grad_fraction <= 1.0 or not 0.0 < self.curvature_fraction <= 1.0:
+            raise ValueError("--grad-fraction and --curvature-fraction must be in (0, 1]")
+        if self.max_iters < 0 or self.time_budget < 0 or self.eval_every < 1 or self.kappa <= 0:
+            raise ValueError("--max-iters and --time-budget must be >= 0, --eval-every >= 1, --kappa > 0")
+
+    @property
+    def name(self) -> str:
+        """The default output directory name, e.g. rl-hf-frame, mwer-adam."""
+        return f"{self.objective}-{self.optimizer}" + (f"-{self.reward}" if self.objective == "rl" else "")
+
+    def run_options(self) -> dict:
+        """Options that change the optimization path (not where or how long it stops)."""
+        return {k: v for k, v in asdict(self).items() if k not in ("max_iters", "time_budget")}
+
+
+def trainable_parameters(model: CtcModel, trainable: str) -> list[torch.nn.Parameter]:
+    """Freeze all but the chosen parameters; returns those left trainable, in model order."""
+    if trainable == "all":
+        modules = [model]
+    else:
+        k = int(trainable[4:])
+        modules = [model.final_norm, model.output] + list(model.blocks)[len(model.blocks) - (k - 1):] if k > 1 \
+            else [model.final_norm, model.output]
+    chosen = {id(p) for m in modules for p in m.parameters()}
+    for p in model.parameters():
+        p.requires_grad_(id(p) in chosen)
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+class SequenceObjective:
+    """The loss on lattice batches, its gradient, curvature products and held-out value."""
+
+    def __init__(self, model: CtcModel, params: list[torch.nn.Parameter], config: FinetuneConfig,
+                 compiler: CtcGraphCompiler, device: torch.device):
+        self.model = model.eval()  # no dropout: objective and curvature are deterministic functions of theta
+        self.params = params
+        self.config = config
+        self.compiler = compiler
+        self.device = device
+        self.paths: dict[int, object] = {}  # edit reward: batch id -> the paths of this iteration
+
+    def normalizer(self, batches: list[LatticeBatch]) -> float:
+        """Frames (frame reward, mwer, ctc) or reference words (edit reward) of a set of batches."""
+        if self.config.objective == "rl" and self.config.reward == "edit":
+            return float(max(sum(b.total_words for b in batches), 1))
+        return float(max(sum(b.total_frames for b in batches), 1))
+
+    def forward(self, batch: LatticeBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Network log-probs (N, T, V), output lengths, and each arc's index into the log-probs."""
+        log_probs, lengths = self.model(batch.features, batch.num_input_frames)
+        if lengths.tolist() != batch.num_frames:
+            raise ValueError("the model's output lengths differ from the lattices' frame counts: "
+                             "the lattices were made with another model or features")
+        n, t, v = log_probs.shape
+        index = arc_output_index(batch.lattice, batch.mdp.arc_fsa, t, v)
+        return log_probs, lengths, index
+
+    def arc_weights(self, log_probs: torch.Tensor, index: torch.Tensor, batch: LatticeBatch) -> torch.Tensor:
+        """The batch's lattices re-scored by the network output (differentiable)."""
+        return rescore(log_probs, index, batch.lattice.graph_scores, self.config.kappa)
+
+    def batch_loss(self, batch: LatticeBatch, batch_id: int, sample_paths_now: bool = False,
+                   generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """The summed (not yet normalized) loss of a batch, differentiable in the parameters."""
+        c = self.config
+        log_probs, lengths, index = self.forward(batch)
+        if c.objective == "ctc":
+            return ctc_loss(log_probs, lengths, batch.texts, self.compiler).sum()
+        weights = self.arc_weights(log_probs, index, batch)
+        if c.objective == "mwer":
+            lattice = k2.Fsa(batch.lattice.arcs.clone(), aux_labels=batch.lattice.aux_labels)
+            lattice.scores = weights
+            return k2.mwer_loss(lattice, batch.references, num_paths=c.num_paths, reduction="sum")
+        if c.reward == "frame":
+            gain = expected_advantage(weights, batch.mdp, batch.advantage)
+        else:
+            if sample_paths_now or batch_id not in self.paths:
+                self.paths[batch_id] = self.draw_paths(batch, weights, generator)
+            gain = expected_path_advantage(weights, self.paths[batch_id], batch.start_value, batch.size)
+        loss = -gain.sum().to(log_probs.dtype)
+        if c.ctc_weight > 0:
+            # normalized like the rest (per frame or word), so ctc_weight is a share of the loss
+            loss = loss + c.ctc_weight * ctc_loss(log_probs, lengths, batch.texts, self.compiler).sum()
+        return loss
+
+    def draw_paths(self, batch: LatticeBatch, weights: torch.Tensor, generator: Optional[torch.Generator]):
+        post = posteriors(batch.mdp, weights)
+        arcs, paths, fsas = sample_paths(batch.mdp, post, weights, self.config.num_paths,
+                                         generator or torch.Generator().manual_seed(self.config.seed))
+        return distinct_paths(batch.mdp, arcs, paths, fsas, batch.outputs, batch.references)
+
+    def gradient(self, batches: list[LatticeBatch], ids: list[int], generator: Optional[torch.Generator] = None
+                 ) -> tuple[float, torch.Tensor, torch.Tensor]:
+        """(loss, gradient, mean squared per-batch gradient) over ``batches``, all flat.
+
+        The preconditioner wants squared per-utterance gradients; a backward pass per
+        utterance would cost one pass each, so per-batch mean gradients stand in for them.
+        """
+        norm = self.normalizer(batches)
+        total = 0.0
+        grad = torch.zeros(sum(p.numel() for p in self.params), dtype=torch.float32, device=self.device)
+        squares = torch.zeros_like(grad)
+        for batch, batch_id in zip(batches, ids):
+            loss = self.batch_loss(batch, batch_id, sample_paths_now=True, generator=generator)
+            g = torch.cat([x.reshape(-1) for x in torch.autograd.grad(loss, self.params)])
+            total += float(loss)
+            grad += g / norm
+            squares += (g / self.normalizer([batch])) ** 2
+        return total / norm, grad, squares / max(len(batches), 1)
+
+    @torch.no_grad()
+    def value(self, batches: list[LatticeBatch], ids: list[int]) -> float:
+        """The normalized loss (edit reward: on the paths drawn for these batches this iteration)."""
+        return sum(float(self.batch_loss(b, i)) for b, i in zip(batches, ids)) / self.normalizer(batches)
+
+    def curvature_operator(self, batch: LatticeBatch) -> Callable[[torch.Tensor], torch.Tensor]:
+        """v -> G v on a batch: the generalized Gauss-Newton product with a per-frame Fisher
+        (rlhf.rl.objective.frame_fisher_product, ``--curvature``) as the PSD output curvature."""
+        c = self.config
+        with torch.no_grad():
+            log_probs, lengths, index = self.forward(batch)
+            if c.curvature == "occupancy":
+                weights = self.arc_weights(log_probs, index, batch)
+                frame_posterior = token_occupancy(posteriors(batch.mdp, weights), index, log_probs.shape)
+            else:
+                frame_posterior = log_probs.exp()
+        norm = self.normalizer([batch])
+        ctc_scale = c.ctc_weight / norm if c.ctc_weight > 0 else 0.0
+
+        def output_curvature(tangent: torch.Tensor) -> torch.Tensor:
+            return frame_fisher_product(frame_posterior, tangent, c.kappa, scale=1.0 / norm,
+                                            softmax_weight=ctc_scale, log_probs=log_probs)
+
+        shapes = [p.shape for p in self.params]
+        sizes = [p.numel() for p in self.params]
+
+        def product(v: torch.Tensor) -> torch.Tensor:
+            vec = [x.view(s) for x, s in zip(torch.split(v, sizes), shapes)]
+            out = module_ggn_product(self.model, (batch.features, batch.num_input_frames), vec, output_curvature,
+                                     output_fn=lambda out: out[0])
+            return torch.cat([x.reshape(-1) for x in out])
+
+        return product
+
+
+@dataclass
+class Progress:
+    """What a run has done so far; saved in state.pt and progress.json."""
+    iteration: int = 0
+    seconds: float = 0.0                       # optimization time (evaluation excluded)
+    best_wer: float = float("inf")
+    best_iteration: int = -1
+    history: list[dict] = field(default_factory=list)   # one entry per dev evaluation
+    steps: list[dict] = field(default_factory=list)     # one entry per HF iteration (adam: none)
+
+
+class DevEvaluator:
+    """Dev WER of HLG 1-best decoding, exactly as stage 4 decodes."""
+
+    def __init__(self, model: CtcModel, tokenizer: Tokenizer, lang_dir: Path, cuts_path: Path,
+                 lattice_config: LatticeConfig, max_duration: float, device: torch.device):
+        hlg, words = load_graph(lang_dir / "HLG.pt", device), read_symbols(lang_dir / "words.txt")
+        self.decoder = Decoder(model, tokenizer, ["hlg-1best"], lattice_config, device, hlg, words)
+        self.cuts = load_cuts(cuts_path)
+        self.max_duration = max_duration
+
+    def wer(self) -> float:
+        training = self.decoder.model.training
+        results, _, _ = decode_split(self.decoder, make_dataloader(self.cuts, self.max_duration, shuffle=False), "dev")
+        self.decoder.model.train(training)
+        return compute_wer(results["hlg-1best"].utts).wer
+
+
+def _subset(items: list, fraction: float, rng: random.Random) -> list:
+    """A seeded random share of a list (at least one item), in the original order."""
+    if fraction >= 1.0:
+        return list(items)
+    k = max(1, round(fraction * len(items)))
+    return [items[i] for i in sorted(rng.sample(range(len(items)), k))]
+
+
+class Finetuner:
+    """Runs one method (objective x optimizer) with evaluation, best model, state and resume."""
+
+    def __init__(self, model: CtcModel, data: SplitLattices, config: FinetuneConfig, objective: SequenceObjective,
+                 evaluator: DevEvaluator, out_dir: Path, hf_config: HessianFreeConfig):
+        self.model = model
+        self.data = data
+        self.config = config
+        self.objective = objective
+        self.evaluator = evaluator
+        self.out_dir = out_dir
+        self.progress = Progress()
+        rng = random.Random(config.seed)
+        utts = list(range(data.num_utts))
+        heldout = sorted(rng.sample(utts, min(config.heldout_utts, data.num_utts // 5))) \
+            if config.optimizer == "hf" else []
+        held = set(heldout)
+        self.train_utts = [u for u in utts if u not in held]
+        self.train_ids = length_batches(data.shard.num_frames, self.train_utts, config.batch_frames)
+        self.heldout_ids = length_batches(data.shard.num_frames, heldout, config.batch_frames)
+        device = objective.device
+        self.train_batches = [data.batch(b).to(device) for b in self.train_ids]
+        self.heldout_batches = [data.batch(b).to(device) for b in self.heldout_ids]
+        logging.info("%d training batches (%d utterances), %d held-out batches (%d utterances)",
+                     len(self.train_batches), len(self.train_utts), len(self.heldout_batches), len(heldout))
+        if config.optimizer == "hf":
+            self.optimizer = HessianFree(objective.params, hf_config)
+        else:
+            self.optimizer = torch.optim.Adam(objective.params, lr=config.lr)
+
+    # -- state ---------------------------------------------------------------------------
+    def save_state(self) -> None:
+        state = {"options": self.config.run_options(), "model": self.model.state_dict(),
+                 "optimizer": self.optimizer.state_dict(), "progress": asdict(self.progress),
+                 "torch_rng": torch.get_rng_state()}  # dropout of the ctc control
+        with atomic_output(self.out_dir / "state.pt") as tmp:
+            torch.save(state, tmp)
+        with atomic_output(self.out_dir / "progress.json") as tmp:
+            tmp.write_text(json.dumps({"options": asdict(self.config), **asdict(self.progress)}, indent=2) + "\n")
+
+    def try_resume(self) -> bool:
+        path = self.out_dir / "state.pt"
+        if not path.is_file():
+            return False
+        state = torch.load(path, map_location="cpu")
+        if state.get("options") != self.config.run_options():
+            logging.warning("%s was written with other options; starting over", path)
+            return False
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.progress = Progress(**state["progress"])
+        torch.set_rng_state(state["torch_rng"])
+        logging.info("resumed from %s at iteration %d (%.0f s of optimization)", path, self.progress.iteration,
+                     self.progress.seconds)
+        return True
+
+    # -- evaluation ----------------------------------------------------------------------
+    def evaluate(self, loss: Optional[float] = None) -> None:
+        wer = self.evaluator.wer()
+        p = self.progress
+        p.history.append({"iteration": p.iteration, "seconds": p.seconds, "dev_wer": wer, "loss": loss})
+        logging.info("iteration %d, %.0f s: dev WER %.2f%%", p.iteration, p.seconds, wer)
+        if wer < p.best_wer:
+            p.best_wer, p.best_iteration = wer, p.iteration
+            save_checkpoint(self.out_dir / "best.pt", self.model, iteration=p.iteration, dev_wer=wer)
+
+    def done(self) -> bool:
+        c, p = self.config, self.progress
+        return p.iteration >= c.max_iters or (c.time_budget > 0 and p.seconds >= c.time_budget)
+
+    def run(self) -> Progress:
+        if not self.try_resume() or not self.progress.history:
+            self.evaluate()  # the starting point (the baseline)
+            self.save_state()
+        last_eval_seconds = self.progress.history[-1]["seconds"]
+        bar = tqdm(total=self.config.max_iters, initial=self.progress.iteration, desc=self.config.name,
+                   unit="iter", dynamic_ncols=True)
+        while not self.done():
+            start = time.time()
+            loss = self.hf_iteration() if self.config.optimizer == "hf" else self.adam_update()
+            self.progress.seconds += time.time() - start
+            self.progress.iteration += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}")
+            interval = self.config.eval_interval
+            if (self.progress.iteration % self.config.eval_every == 0 or self.done()
+                    or (interval > 0 and self.progress.seconds - last_eval_seconds >= interval)):
+                self.evaluate(loss)
+                last_eval_seconds = self.progress.seconds
+            self.save_state()
+        bar.close()
+        return self.progress
+
+    # -- one step of each optimizer ----------------------------------------------------------
+    def hf_iteration(self) -> float:
+        c, obj = self.config, self.objective
+        it = self.progress.iteration
+        rng = random.Random(f"{c.seed}-{it}")
+        ids = _subset(list(range(len(self.train_batches))), c.grad_fraction, rng)
+        grad_batches = [self.train_batches[i] for i in ids]
+        grad_utts = [u for b in grad_batches for u in b.utts]
+        curvature_utts = _subset(grad_utts, c.curvature_fraction, rng)
+        curvature = [obj.curvature_operator(self.data.batch(b).to(obj.device))
+                     for b in length_batches(self.data.shard.num_frames, curvature_utts, c.batch_frames)]
+        heldout_ids = [-1 - i for i in range(len(self.heldout_batches))]
+        generator = torch.Generator().manual_seed(c.seed * 1_000_003 + it)
+        if c.reward == "edit":  # this iteration's paths for the held-out batches, drawn at theta
+            with torch.no_grad():
+                for b, i in zip(self.heldout_batches, heldout_ids):
+                    log_probs, _, index = obj.forward(b)
+                    obj.paths[i] = obj.draw_paths(b, obj.arc_weights(log_probs, index, b), generator)
+
+        def gradient_fn():
+            return obj.gradient(grad_batches, ids, generator)
+
+        def curvature_fn(v: torch.Tensor) -> torch.Tensor:
+            return sum(op(v) for op in curvature) / len(curvature)
+
+        def heldout_fn() -> float:
+            return obj.value(self.heldout_batches, heldout_ids)
+
+        info = self.optimizer.step(gradient_fn, curvature_fn, heldout_fn)
+        self.progress.steps.append({**asdict(info), "seconds_total": self.progress.seconds + info.seconds,
+                                    "grad_utts": len(grad_utts), "curvature_utts": len(curvature_utts)})
+        return info.heldout_after
+
+    def adam_update(self) -> float:
+        c, obj = self.config, self.objective
+        epoch, k = divmod(self.progress.iteration, len(self.train_batches))
+        order = list(range(len(self.train_batches)))
+        random.Random(f"{c.seed}-epoch-{epoch}").shuffle(order)
+        batch_id = order[k]
+        batch = self.train_batches[batch_id]
+        generator = torch.Generator().manual_seed(c.seed * 1_000_003 + self.progress.iteration)
+        self.model.train(c.objective == "ctc")  # training on with CTC keeps the baseline's dropout
+        loss = obj.batch_loss(batch, batch_id, sample_paths_now=True, generator=generator) / obj.normalizer([batch])
+        self.model.eval()
+        if not torch.isfinite(loss):
+            logging.warning("non-finite loss on batch %d; update skipped", batch_id)
+            return float("nan")
+        self.optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(obj.params, 5.0)
+        self.optimizer.step()
+        return float(loss)
+
+
+def finetune(lang_dir: Path, fbank_dir: Path, exp_dir: Path, corpus: str, epoch: int, avg: int,
+             config: FinetuneConfig, hf_config: HessianFreeConfig, lattice_config: LatticeConfig,
+             out_dir: Optional[Path] = None, max_duration: float = 200.0, device_name: str = "auto",
+             force: bool = False) -> Path:
+    """Stage 7 for one method; returns its output directory (best.pt, progress.json)."""
+    config.check()
+    out_dir = Path(out_dir or exp_dir / "finetune" / config.name)
+    lattice_dir = exp_dir / "lattices"
+    train_cuts = manifest_path(fbank_dir, corpus, "cuts", "train")
+    dev_cuts = manifest_path(fbank_dir, corpus, "cuts", "dev")
+    inputs = [checkpoint_path(exp_dir, e) for e in range(epoch - avg + 1, epoch + 1)] + \
+        [train_cuts, dev_cuts, lang_dir / "tokens.txt", lang_dir / "HLG.pt", lattice_dir / "stats.json"]
+    for path in inputs:
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found (checkpoints: stage 3, HLG.pt: stage 4, lattices: stage 5)")
+    options = {"epoch": epoch, "avg": avg, "finetune": asdict(config), "hf": asdict(hf_config),
+               "lattice": asdict(lattice_config)}
+    marker = StageMarker(out_dir, "finetune", options, inputs)
+    if marker.skip_if_complete(force):
+        return out_dir
+    if force and (out_dir / "state.pt").exists():
+        (out_dir / "state.pt").unlink()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(config.seed)
+    device = pick_device(device_name)
+    tokenizer = Tokenizer(lang_dir)
+    model = average_checkpoints(exp_dir, epoch, avg)
+    tokenizer.check_model_outputs(model.config.vocab_size)
+    data = load_split_lattices(lattice_dir, "train", config.reward, train_cuts, model_digest(model),
+                               file_digest(lang_dir / "tokens.txt"), config.max_utts or None)
+    model = model.to(device).eval()
+    params = trainable_parameters(model, config.trainable)
+    logging.info("fine-tuning %s with %s: %d of %d parameters trainable (%s)", config.objective, config.optimizer,
+                 sum(p.numel() for p in params), sum(p.numel() for p in model.parameters()), config.trainable)
+    objective = SequenceObjective(model, params, config, CtcGraphCompiler(tokenizer, device), device)
+    evaluator = DevEvaluator(model, tokenizer, lang_dir, dev_cuts, lattice_config, max_duration, device)
+    progress = Finetuner(model, data, config, objective, evaluator, out_dir, hf_config).run()
+    logging.info("%s: best dev WER %.2f%% at iteration %d (start %.2f%%), %.0f s of optimization",
+                 config.name, progress.best_wer, progress.best_iteration, progress.history[0]["dev_wer"],
+                 progress.seconds)
+    marker.write()
+    return out_dir
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    add_model_dirs(p)
+    p.add_argument("--epoch", type=int, required=True, help="the baseline (and its lattices): epoch-N.pt ...")
+    p.add_argument("--avg", type=int, default=1, help="... averaged with the K-1 epochs before it")
+    p.add_argument("--max-duration", type=float, default=200.0, help="seconds of audio per dev decoding batch")
+    p.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda:0, ...")
+    p.add_argument("--out-dir", type=Path, default=None, help="default: <exp_dir>/finetune/<objective>-<optimizer>[-<reward>]")
+    add_dataclass_options(p, FinetuneConfig())
+    hf_group = p.add_argument_group("Hessian-free (rlhf.hf)")
+    for f in fields(HessianFreeConfig):
+        value = getattr(HF_DEFAULTS, f.name)
+        hf_group.add_argument("--hf-" + f.name.replace("_", "-"), dest="hf_" + f.name,
+                              type=str2bool if isinstance(value, bool) else type(value), default=value,
+                              help=f.name.replace("_", " "))
+    search = p.add_argument_group("dev decoding (as stage 4)")
+    for name in ("search_beam", "output_beam", "min_active_states", "max_active_states", "lm_scale"):
+        value = getattr(LatticeConfig(), name)
+        search.add_argument("--" + name.replace("_", "-"), type=type(value), default=value, help=name.replace("_", " "))
+    add_stage_options(p)
+    args = p.parse_args(argv)
+    config = dataclass_from_args(FinetuneConfig, args)
+    out_dir = args.out_dir or args.exp_dir / "finetune" / config.name
+    setup_logging(args.log_dir or out_dir / "log", "finetune")
+    hf_config = HessianFreeConfig(**{f.name: getattr(args, "hf_" + f.name) for f in fields(HessianFreeConfig)})
+    lattice_config = LatticeConfig(search_beam=args.search_beam, output_beam=args.output_beam,
+                                   min_active_states=args.min_active_states,
+                                   max_active_states=args.max_active_states, lm_scale=args.lm_scale)
+
+    def step() -> None:
+        try:
+            out = finetune(args.lang_dir, args.fbank_dir, args.exp_dir, args.corpus, args.epoch, args.avg, config,
+                           hf_config, lattice_config, out_dir, args.max_duration, args.device, args.force)
+        except HessianFreeError as e:
+            raise ValueError(f"{e} (the last good model is in {out_dir}/state.pt and best.pt)") from e
+        print((out / "progress.json").read_text())
+
+    run_step(step)
+
+
+if __name__ == "__main__":
+    main()
