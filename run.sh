@@ -157,11 +157,7 @@ if run_stage 7; then
     --grad-fraction "$grad_fraction" --curvature-fraction "$curvature_fraction" --heldout-utts "$heldout_utts" \
     --hf-cg-max-iters "$cg_max_iters" --hf-init-damping "$init_damping" --search-beam "$search_beam" \
     --output-beam "$output_beam" --max-active-states "$max_active_states" --lm-scale "$lm_scale" \
-    --device "$device" --force "$force" --out-dir "$finetune_dir" "$lang_dir" "$fbank_dir" "$model_dir" > /dev/null
-  "$here/steps/decode.sh" --checkpoint "$finetune_dir/best.pt" --search-beam "$search_beam" \
-    --output-beam "$output_beam" --max-active-states "$max_active_states" --lm-scale "$lm_scale" \
-    --device "$device" --force "$force" "$lang_dir" "$fbank_dir" "$finetune_dir" > /dev/null
-  rlhf-compare-finetune --out "$finetune_dir/comparison" "$model_dir/results-epoch-$epoch-avg-$avg.json" "$finetune_dir"
+    --device "$device" --force "$force" --out-dir "$finetune_dir" "$lang_dir" "$fbank_dir" "$model_dir"
   append_results "$finetune_dir/comparison.md" "$results_file"
   log "Stage 7 done: $finetune_dir/best.pt (decoded: $finetune_dir/<method>/), comparison.md and .png"
 fi

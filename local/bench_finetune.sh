@@ -58,8 +58,6 @@ for method in $methods; do
     --curvature-fraction "$curvature_fraction" --heldout-utts "$heldout_utts" --hf-init-damping "$init_damping" \
     --hf-cg-max-iters "$cg_max_iters" \
     --seed "$seed" --out-dir "$run_dir" --force "$force" "$lang_dir" "$data_dir/fbank" "$exp_dir" > /dev/null
-  "$here/steps/decode.sh" --checkpoint "$run_dir/best.pt" --lm-scale "$lm_scale" --force "$force" \
-    "$lang_dir" "$data_dir/fbank" "$run_dir" > /dev/null
   run_dirs+=("$run_dir")
 done
 rlhf-compare-finetune --out "$out_dir/comparison" "$baseline" "${run_dirs[@]}"

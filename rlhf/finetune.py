@@ -15,7 +15,9 @@ as stage 4) is measured every ``--eval-every`` iterations (and every ``--eval-in
 seconds); the best model is ``best.pt``. The run stops after ``--max-iters`` iterations or
 ``--time-budget`` seconds of optimization (evaluation not counted), and resumes from
 ``state.pt`` (written after every iteration) when run again with the same options.
-Outputs in ``--out-dir``: best.pt, state.pt, progress.json, log/.
+Then ``--decode-splits`` (dev, test) are decoded with best.pt exactly as stage 4 decodes the
+baseline, and one table compares the two. Outputs in ``--out-dir``: best.pt, state.pt,
+progress.json, <method>/ (recogs, errs), results-best.{md,json}, comparison.{md,png}, log/.
 """
 
 import argparse
@@ -25,7 +27,7 @@ import random
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import k2
 import torch
@@ -36,7 +38,8 @@ from rlhf.cli import (HelpFormatter, add_dataclass_options, add_model_dirs, add_
                       run_step, str2bool)
 from rlhf.ctc import CtcGraphCompiler, ctc_loss
 from rlhf.data import load_cuts, make_dataloader
-from rlhf.decode import Decoder, LatticeConfig, decode_split
+from rlhf.compare import compare
+from rlhf.decode import METHODS, Decoder, LatticeConfig, decode, decode_split
 from rlhf.graphs import load_graph, read_symbols
 from rlhf.hf import HessianFree, HessianFreeConfig, HessianFreeError, module_ggn_product
 from rlhf.lang.tokenizer import Tokenizer
@@ -113,8 +116,8 @@ def trainable_parameters(model: CtcModel, trainable: str) -> list[torch.nn.Param
         modules = [model]
     else:
         k = int(trainable[4:])
-        modules = [model.final_norm, model.output] + list(model.blocks)[len(model.blocks) - (k - 1):] if k > 1 \
-            else [model.final_norm, model.output]
+        top_blocks = list(model.blocks)[len(model.blocks) - (k - 1):] if k > 1 else []
+        modules = [model.final_norm, model.output] + top_blocks
     chosen = {id(p) for m in modules for p in m.parameters()}
     for p in model.parameters():
         p.requires_grad_(id(p) in chosen)
@@ -423,13 +426,13 @@ class Finetuner:
 def finetune(lang_dir: Path, fbank_dir: Path, exp_dir: Path, corpus: str, epoch: int, avg: int,
              config: FinetuneConfig, hf_config: HessianFreeConfig, lattice_config: LatticeConfig,
              out_dir: Optional[Path] = None, max_duration: float = 200.0, device_name: str = "auto",
-             force: bool = False) -> Path:
+             force: bool = False, dev_split: str = "dev") -> Path:
     """Stage 7 for one method; returns its output directory (best.pt, progress.json)."""
     config.check()
     out_dir = Path(out_dir or exp_dir / "finetune" / config.name)
     lattice_dir = exp_dir / "lattices"
     train_cuts = manifest_path(fbank_dir, corpus, "cuts", "train")
-    dev_cuts = manifest_path(fbank_dir, corpus, "cuts", "dev")
+    dev_cuts = manifest_path(fbank_dir, corpus, "cuts", dev_split)
     inputs = [checkpoint_path(exp_dir, e) for e in range(epoch - avg + 1, epoch + 1)] + \
         [train_cuts, dev_cuts, lang_dir / "tokens.txt", lang_dir / "HLG.pt", lattice_dir / "stats.json"]
     for path in inputs:
@@ -464,6 +467,16 @@ def finetune(lang_dir: Path, fbank_dir: Path, exp_dir: Path, corpus: str, epoch:
     return out_dir
 
 
+def report(lang_dir: Path, fbank_dir: Path, exp_dir: Path, out_dir: Path, corpus: str, epoch: int, avg: int,
+           splits: Sequence[str], lattice_config: LatticeConfig, max_duration: float = 200.0,
+           device_name: str = "auto", force: bool = False) -> str:
+    """Decode ``splits`` with ``out_dir/best.pt`` exactly as stage 4 decodes the baseline, and
+    tabulate both (``out_dir/comparison.md``, ``.png``); returns the table."""
+    decode(lang_dir, fbank_dir, out_dir, corpus, splits, epoch, avg, METHODS, lattice_config, max_duration,
+           device_name, force, checkpoint=out_dir / "best.pt")
+    return compare(exp_dir / f"results-epoch-{epoch}-avg-{avg}.json", [out_dir], out_dir / "comparison", splits)
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     add_model_dirs(p)
@@ -472,6 +485,9 @@ def main(argv: Optional[list[str]] = None) -> None:
     p.add_argument("--max-duration", type=float, default=200.0, help="seconds of audio per dev decoding batch")
     p.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda:0, ...")
     p.add_argument("--out-dir", type=Path, default=None, help="default: <exp_dir>/finetune/<objective>-<optimizer>[-<reward>]")
+    p.add_argument("--dev-split", default="dev", help="the split whose WER picks the best model")
+    p.add_argument("--decode-splits", default="dev test",
+                   help="then decode these with best.pt as stage 4 does and compare with the baseline ('' to skip)")
     add_dataclass_options(p, FinetuneConfig())
     hf_group = p.add_argument_group("Hessian-free (rlhf.hf)")
     for f in fields(HessianFreeConfig):
@@ -496,10 +512,13 @@ def main(argv: Optional[list[str]] = None) -> None:
     def step() -> None:
         try:
             out = finetune(args.lang_dir, args.fbank_dir, args.exp_dir, args.corpus, args.epoch, args.avg, config,
-                           hf_config, lattice_config, out_dir, args.max_duration, args.device, args.force)
+                           hf_config, lattice_config, out_dir, args.max_duration, args.device, args.force,
+                           args.dev_split)
         except HessianFreeError as e:
             raise ValueError(f"{e} (the last good model is in {out_dir}/state.pt and best.pt)") from e
-        print((out / "progress.json").read_text())
+        if args.decode_splits.split():
+            print(report(args.lang_dir, args.fbank_dir, args.exp_dir, out, args.corpus, args.epoch, args.avg,
+                         args.decode_splits.split(), lattice_config, args.max_duration, args.device, args.force))
 
     run_step(step)
 

@@ -2,7 +2,9 @@
 # steps/finetune.sh [options] --epoch N --avg K <lang-dir> <fbank-dir> <exp-dir>
 # Sequence fine-tuning of the baseline on its stage-5 lattices and stage-6 values (stage 7):
 # RL objective with Hessian-free by default; Adam, k2's mwer_loss and CTC as controls.
-# Writes <exp-dir>/finetune/<method>/ (best.pt, state.pt, progress.json). Options: `rlhf-finetune --help`.
+# Writes <exp-dir>/finetune/<method>/ (best.pt, state.pt, progress.json), then decodes dev and test
+# with best.pt as stage 4 does and prints the table of baseline against fine-tuned WER
+# (comparison.md, comparison.png). Options: `rlhf-finetune --help`.
 set -euo pipefail
 . "$(dirname "$0")/../path.sh"
 echo "$0 $*" >&2

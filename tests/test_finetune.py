@@ -7,6 +7,7 @@ import torch
 from conftest import TINY_OPTIONS, run_recipe
 
 from rlhf.checkpoint import average_checkpoints, model_digest
+from rlhf.compare import compare
 from rlhf.ctc import CtcGraphCompiler
 from rlhf.decode import LatticeConfig
 from rlhf.finetune import FinetuneConfig, SequenceObjective, finetune, trainable_parameters
@@ -123,3 +124,31 @@ def test_bad_options_are_refused_with_the_option_named():
         FinetuneConfig(trainable="bottom-2").check()
     with pytest.raises(ValueError, match="--reward"):
         FinetuneConfig(reward="bleu").check()
+
+
+def test_comparison_table_and_plot(tmp_path):
+    def rows(dev, test):
+        return {"rows": {"ctc-greedy": {"dev": {"wer": dev + 10}, "test": {"wer": test + 10}},
+                         "hlg-1best": {"dev": {"wer": dev}, "test": {"wer": test}}}}
+
+    (tmp_path / "baseline.json").write_text(json.dumps(rows(8.0, 10.0)))
+    runs = []
+    for name, dev in (("rl-hf", 6.0), ("rl-adam", 6.5)):
+        run = tmp_path / name
+        run.mkdir()
+        history = [{"iteration": 0, "seconds": 0.0, "dev_wer": 8.0}, {"iteration": 3, "seconds": 60.0, "dev_wer": dev}]
+        (run / "progress.json").write_text(json.dumps({"options": {"time_budget": 60}, "iteration": 3,
+                                                        "seconds": 61.5, "best_wer": dev, "best_iteration": 3,
+                                                        "history": history}))
+        (run / "results-best.json").write_text(json.dumps(rows(dev, dev + 1)))
+        runs.append(run)
+    text = compare(tmp_path / "baseline.json", runs, tmp_path / "comparison", ["dev", "test"])
+    lines = [line for line in text.splitlines() if line.startswith("| ")]
+    assert lines[0].startswith("| model | optimization s | iterations | best dev WER")
+    assert lines[1] == "| baseline | 0 | 0 | - | 18.00 | 8.00 | 20.00 | 10.00 |"
+    assert lines[2] == "| rl-hf | 62 | 3 | 6.00 (iter 3) | 16.00 | 6.00 | 17.00 | 7.00 |"
+    assert (tmp_path / "comparison.md").read_text() == text
+    assert (tmp_path / "comparison.png").read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(FileNotFoundError, match="results-best.json"):
+        (runs[0] / "results-best.json").unlink()
+        compare(tmp_path / "baseline.json", runs, tmp_path / "comparison", ["dev", "test"])

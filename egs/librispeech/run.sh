@@ -8,7 +8,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 
 stage=0                       # first stage to run
-stop_stage=6                  # last stage to run
+stop_stage=7                  # last stage to run
 nj=8                          # parallel jobs
 corpus_dir=                   # local LibriSpeech directory holding the parts (empty: download them into download/)
 mini=false                    # Mini LibriSpeech: train on train-clean-5, validate and test on dev-clean-2 (the parts below are then ignored)
@@ -37,6 +37,8 @@ max_active_states=10000       # most active states per frame in the lattice sear
 lm_scale=0.5                  # weight of the HLG graph (LM) scores
 lattice_output_beam=8         # stage 5: lattice output beam (lattice size)
 reward=frame                  # stage 6: frame (agreement with the forced alignment) or edit (minus errors)
+hf_iters=12                   # stage 7: Hessian-free iterations ...
+hf_time_budget=0              # stage 7: ... or seconds of optimization (0: no limit)
 results_file=RESULTS.md       # decoding results are appended here ('' to skip)
 force=false                   # redo stages even when their outputs are complete
 
@@ -129,4 +131,16 @@ if run_stage 6; then
   require "$model_dir/lattices/stats.json" 5
   "$root/steps/qlearn.sh" --splits "train $dev_part" --reward "$reward" --force "$force" "$model_dir"
   append_results "$model_dir/qlearn-$reward.md" "$results_file"
+fi
+
+if run_stage 7; then
+  log "Stage 7: fine-tune with the RL objective ($reward advantages) and Hessian-free; decode like stage 4"
+  require "$model_dir/lattices/train/q-$reward" 6
+  finetune_dir=$model_dir/finetune/rl-hf-$reward
+  "$root/steps/finetune.sh" --corpus librispeech --epoch "$num_epochs" --avg "$avg" --reward "$reward" \
+    --max-iters "$hf_iters" --time-budget "$hf_time_budget" --dev-split "$dev_part" --decode-splits "$heldout" \
+    --search-beam "$search_beam" --output-beam "$output_beam" \
+    --max-active-states "$max_active_states" --lm-scale "$lm_scale" --device "$device" --force "$force" \
+    --out-dir "$finetune_dir" "$lang_dir" "$fbank_dir" "$model_dir"
+  append_results "$finetune_dir/comparison.md" "$results_file"
 fi

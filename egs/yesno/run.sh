@@ -8,7 +8,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 
 stage=0                       # first stage to run
-stop_stage=6                  # last stage to run
+stop_stage=7                  # last stage to run
 nj=2                          # parallel jobs
 corpus_dir=                   # local waves_yesno directory (empty: download it into download/)
 data_dir=data                 # manifests, lang, LM and features go here
@@ -26,6 +26,7 @@ device=auto                   # auto, cpu, cuda:0, ...
 avg=10                        # decode the last epoch averaged with the K-1 before it
 lattice_output_beam=8         # stage 5: lattice output beam (lattice size)
 reward=frame                  # stage 6: frame (agreement with the forced alignment) or edit (minus errors)
+hf_iters=5                    # stage 7: Hessian-free iterations
 results_file=RESULTS.md       # decoding results are appended here ('' to skip)
 force=false                   # redo stages even when their outputs are complete
 
@@ -99,4 +100,15 @@ if run_stage 6; then
   require "$model_dir/lattices/stats.json" 5
   "$root/steps/qlearn.sh" --splits "train test" --reward "$reward" --force "$force" "$model_dir"
   append_results "$model_dir/qlearn-$reward.md" "$results_file"
+fi
+
+if run_stage 7; then
+  log "Stage 7: fine-tune with the RL objective ($reward advantages) and Hessian-free; decode like stage 4"
+  require "$model_dir/lattices/train/q-$reward" 6
+  finetune_dir=$model_dir/finetune/rl-hf-$reward
+  # yesno has no dev set: the test set picks the best iteration, as it picks the baseline's settings
+  "$root/steps/finetune.sh" --corpus yesno --epoch "$num_epochs" --avg "$avg" --reward "$reward" \
+    --max-iters "$hf_iters" --dev-split test --decode-splits test --device "$device" \
+    --force "$force" --out-dir "$finetune_dir" "$lang_dir" "$fbank_dir" "$model_dir"
+  append_results "$finetune_dir/comparison.md" "$results_file"
 fi
