@@ -70,9 +70,12 @@ def compare(baseline_results: Path, run_dirs: Sequence[Path], out: Path, splits:
     budgets = sorted({round(p["options"]["time_budget"]) for p, _ in runs.values()})
     text = (f"Fine-tuning from the baseline on the same lattices; time budget(s) {budgets} s of optimization each. "
             f"WER (%) of the model with the best dev WER; plot: {out.with_suffix('.png').name}.\n\n" + table)
-    with atomic_output(out.with_suffix(".md")) as tmp:
+    md, png = out.with_suffix(".md"), out.with_suffix(".png")
+    if md.is_file() and png.is_file() and md.read_text() == text:
+        return text  # unchanged: a re-run leaves the files (and the results log) alone
+    with atomic_output(md) as tmp:
         tmp.write_text(text)
-    plot_dev_wer({name: p for name, (p, _) in runs.items()}, out.with_suffix(".png"))
+    plot_dev_wer({name: p for name, (p, _) in runs.items()}, png)
     return text
 
 

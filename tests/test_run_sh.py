@@ -54,7 +54,7 @@ def test_rerun_does_no_work_and_changed_option_redoes(tiny_recipe, tmp_path):
     result = run_recipe(work, *TINY_OPTIONS)
     assert result.returncode == 0, result.stdout
     for step in ("synthesize", "prepare_manifests", "prepare_lang", "train_lm_3gram", "compute_fbank", "train",
-                 "compile_hlg", "decode-epoch-2-avg-2"):
+                 "compile_hlg", "decode-epoch-2-avg-2", "make-lattices", "finetune", "decode-best"):
         assert f"{step}: already complete" in result.stdout, step
     assert _mtimes(work) == before
 

@@ -24,6 +24,8 @@ def test_yesno_recipe_reaches_icefall_wer_in_under_two_minutes(tmp_path):
     assert words == 240
     assert errors <= 1, summary  # icefall's published yesno result: 0.42%, 1 error in 240 words
     assert (tmp_path / "data" / "manifests" / "yesno_recordings_train.jsonl.gz").is_file()
+    table = (exp / "finetune" / "rl-hf-frame" / "comparison.md").read_text()  # stage 7 ran
+    assert "| baseline |" in table and "| rl-hf-frame |" in table
 
 
 def test_yesno_recipe_rejects_a_wrong_corpus_dir(tmp_path):
