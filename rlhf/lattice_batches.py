@@ -59,8 +59,7 @@ class LatticeBatch:
 @dataclass
 class SplitLattices:
     """All lattices of a split with their values and features, one entry per utterance."""
-    lattice: k2.Fsa
-    advantage: torch.Tensor          # [num_arcs] float64
+    lattice: k2.Fsa                  # FsaVec with the stage-6 ``advantage`` as an arc attribute
     start_value: torch.Tensor        # [num_utts] float64
     shard: LatticeShard              # cut ids, texts, references, frames, meta (the merged shards)
     features: list[torch.Tensor]     # per utterance (T_in, F)
@@ -122,7 +121,7 @@ def load_split_lattices(lattice_dir: Path, split: str, reward: str, cuts_path: P
                               merged.num_frames[:max_utts], merged.meta)
         start_value = start_value[:max_utts]
     features = load_features(cuts_path, merged.cut_ids)
-    return SplitLattices(merged.lattice, merged.lattice.advantage.to(torch.float64), start_value, merged, features)
+    return SplitLattices(merged.lattice, start_value, merged, features)
 
 
 def load_features(cuts_path: Path, cut_ids: list[str]) -> list[torch.Tensor]:
