@@ -68,7 +68,8 @@ def compare(baseline_results: Path, run_dirs: Sequence[Path], out: Path, splits:
         runs[d.name] = (progress, results)
     table = comparison_table(baseline, runs, splits)
     budgets = sorted({round(p["options"]["time_budget"]) for p, _ in runs.values()})
-    text = (f"Fine-tuning from the baseline on the same lattices; time budget(s) {budgets} s of optimization each. "
+    budget = "no time budget" if budgets == [0] else f"time budget(s) {budgets} s of optimization each"
+    text = (f"Fine-tuning from the baseline on the same lattices; {budget}. "
             f"WER (%) of the model with the best dev WER; plot: {out.with_suffix('.png').name}.\n\n" + table)
     md, png = out.with_suffix(".md"), out.with_suffix(".png")
     if md.is_file() and png.is_file() and md.read_text() == text:
