@@ -4,7 +4,7 @@ import argparse
 import logging
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Optional
 
 
 def str2bool(value: str) -> bool:
@@ -40,17 +40,26 @@ def add_inference_options(parser: argparse.ArgumentParser, epoch_required: bool 
     parser.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda:0, ...")
 
 
-def add_dataclass_options(parser: argparse.ArgumentParser, defaults: Any) -> None:
-    """One ``--field-name`` option per field of a config dataclass, defaulting to ``defaults``."""
+def add_dataclass_options(parser: argparse.ArgumentParser, defaults: Any, prefix: str = "",
+                          names: Optional[Iterable[str]] = None) -> None:
+    """One ``--<prefix><field-name>`` option per field of a config dataclass (or per field in
+    ``names``), defaulting to ``defaults``; ``parser`` may be an argument group."""
+    keep = None if names is None else set(names)
     for f in fields(defaults):
+        if keep is not None and f.name not in keep:
+            continue
         value = getattr(defaults, f.name)
-        parser.add_argument("--" + f.name.replace("_", "-"), type=str2bool if isinstance(value, bool) else type(value),
+        parser.add_argument("--" + (prefix + f.name).replace("_", "-"), dest=prefix + f.name,
+                            type=str2bool if isinstance(value, bool) else type(value),
                             default=value, help=f.name.replace("_", " ") + (" (true/false)" if isinstance(value, bool) else ""))
 
 
-def dataclass_from_args(cls: type, args: argparse.Namespace) -> Any:
-    """The config dataclass ``cls`` built from the options add_dataclass_options added."""
-    return cls(**{f.name: getattr(args, f.name) for f in fields(cls)})
+def dataclass_from_args(cls: type, args: argparse.Namespace, prefix: str = "",
+                        names: Optional[Iterable[str]] = None) -> Any:
+    """The config dataclass ``cls`` built from the options add_dataclass_options added
+    (fields outside ``names`` keep their defaults)."""
+    keep = None if names is None else set(names)
+    return cls(**{f.name: getattr(args, prefix + f.name) for f in fields(cls) if keep is None or f.name in keep})
 
 
 # Errors a user can fix (bad input, missing files, a directory in the way): one clear log

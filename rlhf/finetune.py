@@ -25,7 +25,7 @@ import json
 import logging
 import random
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from rlhf.checkpoint import average_checkpoints, checkpoint_path, model_digest, save_checkpoint
 from rlhf.cli import (HelpFormatter, add_dataclass_options, add_model_dirs, add_stage_options, dataclass_from_args,
-                      run_step, str2bool)
+                      run_step)
 from rlhf.ctc import CtcGraphCompiler, ctc_loss
 from rlhf.data import load_cuts, make_dataloader
 from rlhf.compare import compare
@@ -59,6 +59,8 @@ CURVATURES = ("softmax", "occupancy")
 # Martens' lambda = 1 and 50 CG steps made tiny steps on this objective (RESULTS.md, stage 7);
 # these come from short pilot runs on the default corpus (held-out loss and dev WER; never test).
 HF_DEFAULTS = HessianFreeConfig(init_damping=0.01, cg_max_iters=12)
+# The lattice search options of stage 4's decoding (its n-best options clash with ours and are not needed).
+SEARCH_OPTIONS = ("search_beam", "output_beam", "min_active_states", "max_active_states", "lm_scale")
 
 
 @dataclass
@@ -184,7 +186,7 @@ class SequenceObjective:
         post = posteriors(batch.mdp, weights)
         arcs, paths, fsas = sample_paths(batch.mdp, post, weights, self.config.num_paths,
                                          generator or torch.Generator().manual_seed(self.config.seed))
-        return distinct_paths(batch.mdp, arcs, paths, fsas, batch.outputs, batch.references)
+        return distinct_paths(arcs, paths, fsas, batch.outputs, batch.references)
 
     def gradient(self, batches: list[LatticeBatch], ids: list[int], generator: Optional[torch.Generator] = None
                  ) -> tuple[float, torch.Tensor, torch.Tensor]:
@@ -215,7 +217,7 @@ class SequenceObjective:
         (rlhf.rl.objective.frame_fisher_product, ``--curvature``) as the PSD output curvature."""
         c = self.config
         with torch.no_grad():
-            log_probs, lengths, index = self.forward(batch)
+            log_probs, _, index = self.forward(batch)
             if c.curvature == "occupancy":
                 weights = self.arc_weights(log_probs, index, batch)
                 frame_posterior = token_occupancy(posteriors(batch.mdp, weights), index, log_probs.shape)
@@ -489,25 +491,16 @@ def main(argv: Optional[list[str]] = None) -> None:
     p.add_argument("--decode-splits", default="dev test",
                    help="then decode these with best.pt as stage 4 does and compare with the baseline ('' to skip)")
     add_dataclass_options(p, FinetuneConfig())
-    hf_group = p.add_argument_group("Hessian-free (rlhf.hf)")
-    for f in fields(HessianFreeConfig):
-        value = getattr(HF_DEFAULTS, f.name)
-        hf_group.add_argument("--hf-" + f.name.replace("_", "-"), dest="hf_" + f.name,
-                              type=str2bool if isinstance(value, bool) else type(value), default=value,
-                              help=f.name.replace("_", " "))
-    search = p.add_argument_group("dev decoding (as stage 4)")
-    for name in ("search_beam", "output_beam", "min_active_states", "max_active_states", "lm_scale"):
-        value = getattr(LatticeConfig(), name)
-        search.add_argument("--" + name.replace("_", "-"), type=type(value), default=value, help=name.replace("_", " "))
+    add_dataclass_options(p.add_argument_group("Hessian-free (rlhf.hf)"), HF_DEFAULTS, prefix="hf_")
+    add_dataclass_options(p.add_argument_group("dev and test decoding (as stage 4)"), LatticeConfig(),
+                          names=SEARCH_OPTIONS)
     add_stage_options(p)
     args = p.parse_args(argv)
     config = dataclass_from_args(FinetuneConfig, args)
     out_dir = args.out_dir or args.exp_dir / "finetune" / config.name
     setup_logging(args.log_dir or out_dir / "log", "finetune")
-    hf_config = HessianFreeConfig(**{f.name: getattr(args, "hf_" + f.name) for f in fields(HessianFreeConfig)})
-    lattice_config = LatticeConfig(search_beam=args.search_beam, output_beam=args.output_beam,
-                                   min_active_states=args.min_active_states,
-                                   max_active_states=args.max_active_states, lm_scale=args.lm_scale)
+    hf_config = dataclass_from_args(HessianFreeConfig, args, prefix="hf_")
+    lattice_config = dataclass_from_args(LatticeConfig, args, names=SEARCH_OPTIONS)
 
     def step() -> None:
         try:

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from rlhf.data import load_cuts
 from rlhf.decode import arc_labels
-from rlhf.lattice_shards import LatticeShard, shard_paths
+from rlhf.lattice_shards import LatticeShard, merge_shards, shard_paths
 from rlhf.rl.mdp import LatticeMdp
 
 
@@ -59,9 +59,8 @@ class LatticeBatch:
 @dataclass
 class SplitLattices:
     """All lattices of a split with their values and features, one entry per utterance."""
-    lattice: k2.Fsa                  # FsaVec with the stage-6 ``advantage`` as an arc attribute
-    start_value: torch.Tensor        # [num_utts] float64
-    shard: LatticeShard              # cut ids, texts, references, frames, meta (the merged shards)
+    shard: LatticeShard              # the merged shards; the lattice carries the stage-6 ``advantage`` per arc
+    start_value: torch.Tensor        # [num_utts] V(start), float64
     features: list[torch.Tensor]     # per utterance (T_in, F)
 
     @property
@@ -71,7 +70,7 @@ class SplitLattices:
     def batch(self, utts: Sequence[int]) -> LatticeBatch:
         utts = list(utts)
         index = torch.tensor(utts, dtype=torch.int32)
-        lattice = k2.index_fsa(self.lattice, index)
+        lattice = k2.index_fsa(self.shard.lattice, index)
         mdp = LatticeMdp.from_fsas(lattice)
         feats = [self.features[u] for u in utts]
         num_in = torch.tensor([f.shape[0] for f in feats], dtype=torch.int64)
@@ -107,21 +106,13 @@ def load_split_lattices(lattice_dir: Path, split: str, reward: str, cuts_path: P
         start_values.append(values["start_value"].to(torch.float64))
         if max_utts is not None and sum(len(s.cut_ids) for s in shards) >= max_utts:
             break
-    lattice = k2.cat([s.lattice for s in shards])
-    lattice.advantage = torch.cat(advantages)  # travels with index_fsa into batches
-    merged = LatticeShard(lattice, sum((s.cut_ids for s in shards), []), sum((s.texts for s in shards), []),
-                          sum((s.references for s in shards), []), sum((s.alignments for s in shards), []),
-                          sum((s.num_frames for s in shards), []), shards[0].meta)
+    merged = merge_shards(shards, shards[0].meta)
+    merged.lattice.advantage = torch.cat(advantages)  # travels with index_fsa into batches
     start_value = torch.cat(start_values)
-    if max_utts is not None and merged.lattice.shape[0] > max_utts:
-        keep = torch.arange(max_utts, dtype=torch.int32)
-        lattice = k2.index_fsa(lattice, keep)
-        merged = LatticeShard(lattice, merged.cut_ids[:max_utts], merged.texts[:max_utts],
-                              merged.references[:max_utts], merged.alignments[:max_utts],
-                              merged.num_frames[:max_utts], merged.meta)
-        start_value = start_value[:max_utts]
+    if max_utts is not None and len(merged.cut_ids) > max_utts:
+        merged, start_value = merged.select(list(range(max_utts))), start_value[:max_utts]
     features = load_features(cuts_path, merged.cut_ids)
-    return SplitLattices(merged.lattice, start_value, merged, features)
+    return SplitLattices(merged, start_value, features)
 
 
 def load_features(cuts_path: Path, cut_ids: list[str]) -> list[torch.Tensor]:

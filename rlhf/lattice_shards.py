@@ -58,6 +58,23 @@ class LatticeShard:
                                  f"remake the lattices (stage 5 with --force true) for this model and lang dir")
 
 
+    def select(self, indices: list[int]) -> "LatticeShard":
+        """The shard of the given utterances, in that order."""
+        lattice = k2.index_fsa(self.lattice, torch.tensor(indices, dtype=torch.int32, device=self.lattice.device))
+        return LatticeShard(lattice, [self.cut_ids[i] for i in indices], [self.texts[i] for i in indices],
+                            [self.references[i] for i in indices], [self.alignments[i] for i in indices],
+                            [self.num_frames[i] for i in indices], self.meta)
+
+
+def merge_shards(parts: list[LatticeShard], meta: dict) -> LatticeShard:
+    """One shard from several (batches of one split, or the shards of a split)."""
+    lattices = [p.lattice for p in parts if p.lattice.shape[0] > 0]
+    lattice = k2.cat(lattices) if lattices else parts[0].lattice
+    return LatticeShard(lattice, sum((p.cut_ids for p in parts), []), sum((p.texts for p in parts), []),
+                        sum((p.references for p in parts), []), sum((p.alignments for p in parts), []),
+                        sum((p.num_frames for p in parts), []), meta)
+
+
 def shard_path(directory: Path, index: int) -> Path:
     return Path(directory) / f"shard-{index:05d}.pt"
 

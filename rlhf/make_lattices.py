@@ -28,7 +28,7 @@ from rlhf.data import batch_inputs, load_cuts, make_dataloader
 from rlhf.decode import LatticeConfig, get_lattice, get_texts, lattice_num_arcs, search_graph
 from rlhf.graphs import load_graph, read_symbols
 from rlhf.lang.tokenizer import Tokenizer
-from rlhf.lattice_shards import LatticeShard, shard_path
+from rlhf.lattice_shards import LatticeShard, merge_shards, shard_path
 from rlhf.log import setup_logging
 from rlhf.manifests import manifest_path
 from rlhf.model import CtcModel, pick_device
@@ -140,15 +140,6 @@ class LatticeMaker:
         stats.num_oov_words = sum(w == self.oov_id for r in refs for w in r)
         stats.seconds = time.time() - start
         return shard, stats
-
-
-def merge_shards(parts: list[LatticeShard], meta: dict) -> LatticeShard:
-    """One shard from the lattices of several batches."""
-    lattices = [p.lattice for p in parts if p.lattice.shape[0] > 0]
-    lattice = k2.cat(lattices) if lattices else parts[0].lattice
-    return LatticeShard(lattice, sum((p.cut_ids for p in parts), []), sum((p.texts for p in parts), []),
-                        sum((p.references for p in parts), []), sum((p.alignments for p in parts), []),
-                        sum((p.num_frames for p in parts), []), meta)
 
 
 def make_split_lattices(maker: LatticeMaker, loader, out_dir: Path, shard_size: int, meta: dict,

@@ -74,7 +74,6 @@ def test_frame_objective_gradient_equals_finite_differences():
 def test_edit_objective_on_all_paths_is_the_expected_reward():
     """With every path among the 'samples', the path objective is exactly the expected reward minus V(start)."""
     fsas, vec = _lattices(5, count=3)
-    mdp = LatticeMdp.from_fsas(vec)
     refs = [[1, 2, 3], [2, 2], []]
     outputs = vec.aux_labels.tolist()
     firsts = first_arcs(vec).tolist()
@@ -84,7 +83,7 @@ def test_edit_objective_on_all_paths_is_the_expected_reward():
             arcs += [firsts[i] + a for a in p.arcs]
             path_ids += [len(fsa_of)] * len(p.arcs)
             fsa_of.append(i)
-    paths = distinct_paths(mdp, torch.tensor(arcs), torch.tensor(path_ids), torch.tensor(fsa_of), outputs, refs)
+    paths = distinct_paths(torch.tensor(arcs), torch.tensor(path_ids), torch.tensor(fsa_of), outputs, refs)
     baseline = torch.tensor([1.5, -2.0, 0.25], dtype=torch.float64)
     weights = torch.randn(vec.num_arcs, dtype=torch.float64, requires_grad=True)
     j = expected_path_advantage(weights, paths, baseline, len(fsas))

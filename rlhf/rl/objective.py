@@ -195,20 +195,20 @@ def sample_paths(mdp: LatticeMdp, post: Posteriors, weights: torch.Tensor, num_p
     return arcs[order], paths[order], fsas
 
 
-def distinct_paths(mdp: LatticeMdp, arcs: torch.Tensor, paths: torch.Tensor, fsa_of_path: torch.Tensor,
+def distinct_paths(arcs: torch.Tensor, paths: torch.Tensor, fsa_of_path: torch.Tensor,
                    outputs: list[list[int]], references: list[list[int]]) -> SampledPaths:
     """Keep one copy of each distinct arc sequence per lattice and score it against the reference.
 
     ``outputs[a]`` are the output labels of global arc a (epsilon: none).
     """
-    sequences: dict[tuple[int, tuple[int, ...]], int] = {}
+    seen: set[tuple[int, tuple[int, ...]]] = set()
     keep_arcs, keep_paths, keep_fsas, rewards = [], [], [], []
     counts = torch.bincount(paths, minlength=fsa_of_path.numel()).tolist()
-    for path_id, (fsa, path_arcs) in enumerate(zip(fsa_of_path.tolist(), torch.split(arcs, counts))):
+    for fsa, path_arcs in zip(fsa_of_path.tolist(), torch.split(arcs, counts)):
         key = (fsa, tuple(path_arcs.tolist()))
-        if key in sequences:
+        if key in seen:
             continue
-        sequences[key] = len(keep_fsas)
+        seen.add(key)
         keep_arcs.append(path_arcs)
         keep_paths.append(torch.full_like(path_arcs, len(keep_fsas)))
         keep_fsas.append(fsa)
