@@ -7,7 +7,9 @@ here=$(cd "$(dirname "$0")" && pwd)
 
 stage=0                       # first stage to run
 stop_stage=7                  # last stage to run
-nj=2                          # parallel jobs
+nj=2                          # parallel jobs (stages 0 and 2)
+world_size=1                  # processes of the torch.distributed stages 3, 5, 6, 7 (launcher: cmd.sh)
+dist_timeout=600              # seconds a rank waits for the others before the job fails
 seed=1                        # corpus seed: same seed, same corpus, byte for byte
 corpus_dir=download/synth     # where stage 0 writes the synthesized corpus
 data_dir=data                 # manifests, lang, LM and features go here
@@ -40,6 +42,7 @@ max_active_states=10000       # most active states per frame in the lattice sear
 lm_scale=0.5                  # weight of the HLG graph (LM) scores (tuned on dev)
 lattice_splits="train dev"    # stage 5: splits decoded into training lattices
 lattice_output_beam=8         # stage 5: lattice output beam (search beam and LM scale as in stage 4)
+lattice_shard_size=500        # stage 5: cuts per lattice shard (the unit of work of one rank)
 reward=frame                  # stage 6: frame (sMBR: agreement with the forced alignment) or edit (minus errors)
 alpha=1.0                     # stage 6: Q-learning rate (1: one sweep is exact)
 gamma=1.0                     # stage 6: discount
@@ -68,6 +71,7 @@ recipe_args="$*"
 . "$here/utils/parse_options.sh"
 check_stages
 
+dist_opts=(--world-size "$world_size" --dist-timeout "$dist_timeout")
 manifest_dir=$data_dir/manifests
 lang_dir=$data_dir/lang_bpe_$bpe_vocab_size
 lm_dir=$data_dir/lm
@@ -110,7 +114,7 @@ if run_stage 3; then
   log "Stage 3: train the baseline CTC model (k2 CTC loss)"
   require "$fbank_dir/synth_cuts_train.jsonl.gz" 2
   require "$lang_dir/tokens.txt" 1
-  "$here/steps/train_ctc.sh" --num-epochs "$num_epochs" --start-epoch "$start_epoch" \
+  "$here/steps/train_ctc.sh" "${dist_opts[@]}" --num-epochs "$num_epochs" --start-epoch "$start_epoch" \
     --max-duration "$max_duration" --lr "$lr" --hidden-dim "$hidden_dim" --num-layers "$num_layers" \
     --seed "$train_seed" --device "$device" --force "$force" "$lang_dir" "$fbank_dir" "$model_dir"
   log "Stage 3 done: checkpoints, training-curve.png and tensorboard/ in $model_dir"
@@ -133,8 +137,8 @@ if run_stage 5; then
   log "Stage 5: decode ${lattice_splits} into k2 lattices for sequence training"
   require "$model_dir/epoch-$epoch.pt" 3
   require "$lang_dir/HLG.pt" 4
-  "$here/steps/make_lattices.sh" --splits "$lattice_splits" --epoch "$epoch" --avg "$avg" \
-    --search-beam "$search_beam" --output-beam "$lattice_output_beam" --max-active-states "$max_active_states" \
+  "$here/steps/make_lattices.sh" "${dist_opts[@]}" --splits "$lattice_splits" --epoch "$epoch" --avg "$avg" \
+    --search-beam "$search_beam" --output-beam "$lattice_output_beam" --shard-size "$lattice_shard_size" --max-active-states "$max_active_states" \
     --lm-scale "$lm_scale" --device "$device" --force "$force" "$lang_dir" "$fbank_dir" "$model_dir"
   log "Stage 5 done: shards and stats.json under $model_dir/lattices/"
 fi
@@ -142,7 +146,7 @@ fi
 if run_stage 6; then
   log "Stage 6: Q-learning over the lattices ($reward reward)"
   require "$model_dir/lattices/stats.json" 5
-  "$here/steps/qlearn.sh" --splits "$lattice_splits" --reward "$reward" --alpha "$alpha" --gamma "$gamma" \
+  "$here/steps/qlearn.sh" "${dist_opts[@]}" --splits "$lattice_splits" --reward "$reward" --alpha "$alpha" --gamma "$gamma" \
     --temperature "$temperature" --force "$force" "$model_dir"
   append_results "$model_dir/qlearn-$reward.md" "$results_file"
   log "Stage 6 done: per-arc Q, V, advantages in $model_dir/lattices/<split>/q-$reward/"
@@ -152,7 +156,7 @@ if run_stage 7; then
   log "Stage 7: fine-tune the baseline with the RL objective ($reward advantages) and Hessian-free"
   require "$model_dir/lattices/train/q-$reward" 6
   finetune_dir=$model_dir/finetune/rl-hf-$reward
-  "$here/steps/finetune.sh" --epoch "$epoch" --avg "$avg" --reward "$reward" --kappa "$kappa" \
+  "$here/steps/finetune.sh" "${dist_opts[@]}" --epoch "$epoch" --avg "$avg" --reward "$reward" --kappa "$kappa" \
     --ctc-weight "$ctc_weight" --trainable "$trainable" --max-iters "$hf_iters" --time-budget "$hf_time_budget" \
     --grad-fraction "$grad_fraction" --curvature-fraction "$curvature_fraction" --heldout-utts "$heldout_utts" \
     --hf-cg-max-iters "$cg_max_iters" --hf-init-damping "$init_damping" --search-beam "$search_beam" \

@@ -6,6 +6,8 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
+from rlhf import distributed
+
 
 def str2bool(value: str) -> bool:
     """Kaldi-style booleans: exactly ``true`` or ``false``."""
@@ -67,10 +69,26 @@ def dataclass_from_args(cls: type, args: argparse.Namespace, prefix: str = "",
 USER_ERRORS = (FileNotFoundError, FileExistsError, ValueError)
 
 
-def run_step(step: Callable[[], None]) -> None:
-    """Run a step's body, turning a user error into a logged message and exit status 1."""
+def add_distributed_options(parser: argparse.ArgumentParser) -> None:
+    """``--dist-timeout``: how long a collective waits for the other ranks (launch: utils/launch.sh)."""
+    parser.add_argument("--dist-timeout", type=float, default=distributed.DEFAULT_TIMEOUT,
+                        help="seconds a rank waits for the others in a collective before the job fails "
+                             "(several processes only: utils/launch.sh --world-size N)")
+
+
+def run_step(step: Callable[[], None], dist_timeout: Optional[float] = None, device_name: str = "auto") -> None:
+    """Run a step's body, turning a user error into a logged message and exit status 1.
+
+    With ``dist_timeout`` the step may run as one rank of several (under torchrun): it joins the
+    process group first and leaves it after the step. A rank that fails exits non-zero and
+    torchrun ends the others; one that waits on a dead or stuck peer fails after the timeout.
+    """
     try:
+        if dist_timeout is not None:
+            distributed.init(dist_timeout, device_name)
         step()
+        if dist_timeout is not None:
+            distributed.shutdown()
     except USER_ERRORS as e:
         logging.error("%s", e)
         raise SystemExit(1)

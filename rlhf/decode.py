@@ -22,7 +22,7 @@ from typing import Optional, Sequence
 
 import k2
 import torch
-from tqdm import tqdm
+from rlhf import distributed
 
 from rlhf.checkpoint import average_checkpoints, checkpoint_path, load_model
 from rlhf.cli import (HelpFormatter, add_dataclass_options, add_inference_options, add_model_dirs, add_stage_options,
@@ -215,7 +215,7 @@ def decode_split(decoder: Decoder, loader, split: str) -> tuple[dict[str, Method
     """All methods on one split; returns the results, seconds of audio and network seconds."""
     results = {m: MethodResult() for m in decoder.methods}
     audio_seconds, nnet_start = 0.0, decoder.nnet_seconds
-    for batch in tqdm(loader, desc=f"decode {split}", unit="batch", dynamic_ncols=True):
+    for batch in distributed.progress_bar(loader, desc=f"decode {split}", unit="batch"):
         audio_seconds += sum(c.duration for c in batch["supervisions"]["cut"])
         decoder.decode_batch(batch, results)
     return results, audio_seconds, decoder.nnet_seconds - nnet_start

@@ -31,11 +31,13 @@ from typing import Callable, Optional, Sequence
 
 import k2
 import torch
-from tqdm import tqdm
+from lhotse import CutSet
+from torch.distributed.elastic.multiprocessing.errors import record
 
 from rlhf.checkpoint import average_checkpoints, checkpoint_path, model_digest, save_checkpoint
-from rlhf.cli import (HelpFormatter, add_dataclass_options, add_model_dirs, add_stage_options, dataclass_from_args,
-                      run_step)
+from rlhf import distributed
+from rlhf.cli import (HelpFormatter, add_dataclass_options, add_distributed_options, add_model_dirs,
+                      add_stage_options, dataclass_from_args, run_step)
 from rlhf.ctc import CtcGraphCompiler, ctc_loss
 from rlhf.data import load_cuts, make_dataloader
 from rlhf.compare import compare
@@ -46,7 +48,7 @@ from rlhf.lang.tokenizer import Tokenizer
 from rlhf.lattice_batches import LatticeBatch, SplitLattices, length_batches, load_split_lattices
 from rlhf.log import setup_logging
 from rlhf.manifests import manifest_path
-from rlhf.model import CtcModel, pick_device
+from rlhf.model import CtcModel
 from rlhf.rl.objective import (arc_output_index, distinct_paths, expected_advantage, expected_path_advantage,
                                frame_fisher_product, posteriors, rescore, sample_paths, token_occupancy)
 from rlhf.rl.values import REWARD_MODES
@@ -159,7 +161,7 @@ class SequenceObjective:
         return rescore(log_probs, index, batch.lattice.graph_scores, self.config.kappa)
 
     def batch_loss(self, batch: LatticeBatch, batch_id: int, sample_paths_now: bool = False,
-                   generator: Optional[torch.Generator] = None) -> torch.Tensor:
+                   iteration: int = 0) -> torch.Tensor:
         """The summed (not yet normalized) loss of a batch, differentiable in the parameters."""
         c = self.config
         log_probs, lengths, index = self.forward(batch)
@@ -174,7 +176,7 @@ class SequenceObjective:
             gain = expected_advantage(weights, batch.mdp, batch.advantage)
         else:
             if sample_paths_now or batch_id not in self.paths:
-                self.paths[batch_id] = self.draw_paths(batch, weights, generator)
+                self.paths[batch_id] = self.draw_paths(batch, weights, iteration, batch_id)
             gain = expected_path_advantage(weights, self.paths[batch_id], batch.start_value, batch.size)
         loss = -gain.sum().to(log_probs.dtype)
         if c.ctc_weight > 0:
@@ -182,35 +184,46 @@ class SequenceObjective:
             loss = loss + c.ctc_weight * ctc_loss(log_probs, lengths, batch.texts, self.compiler).sum()
         return loss
 
-    def draw_paths(self, batch: LatticeBatch, weights: torch.Tensor, generator: Optional[torch.Generator]):
+    def draw_paths(self, batch: LatticeBatch, weights: torch.Tensor, iteration: int, batch_id: int):
+        """The edit reward's paths of a batch, seeded by (seed, iteration, batch): the same draws
+        whichever rank, and however many ranks, draw them."""
+        seed = random.Random(f"{self.config.seed}-{iteration}-{batch_id}").getrandbits(62)
         post = posteriors(batch.mdp, weights)
         arcs, paths, fsas = sample_paths(batch.mdp, post, weights, self.config.num_paths,
-                                         generator or torch.Generator().manual_seed(self.config.seed))
+                                         torch.Generator().manual_seed(seed))
         return distinct_paths(arcs, paths, fsas, batch.outputs, batch.references)
 
-    def gradient(self, batches: list[LatticeBatch], ids: list[int], generator: Optional[torch.Generator] = None
+    def gradient(self, batches: list[LatticeBatch], ids: list[int], iteration: int = 0
                  ) -> tuple[float, torch.Tensor, torch.Tensor]:
         """(loss, gradient, mean squared per-batch gradient) over ``batches``, all flat.
 
-        The preconditioner wants squared per-utterance gradients; a backward pass per
-        utterance would cost one pass each, so per-batch mean gradients stand in for them.
+        Each rank takes every world_size-th batch; the sums are all-reduced, so every rank
+        gets the gradient over all of them. The preconditioner wants squared per-utterance
+        gradients; a backward pass per utterance would cost one pass each, so per-batch mean
+        gradients stand in for them.
         """
+        ctx = distributed.context()
         norm = self.normalizer(batches)
-        total = 0.0
+        total = torch.zeros(1, dtype=torch.float64, device=self.device)
         grad = torch.zeros(sum(p.numel() for p in self.params), dtype=torch.float32, device=self.device)
         squares = torch.zeros_like(grad)
-        for batch, batch_id in zip(batches, ids):
-            loss = self.batch_loss(batch, batch_id, sample_paths_now=True, generator=generator)
+        for batch, batch_id in zip(ctx.shard(batches), ctx.shard(ids)):
+            loss = self.batch_loss(batch, batch_id, sample_paths_now=True, iteration=iteration)
             g = torch.cat([x.reshape(-1) for x in torch.autograd.grad(loss, self.params)])
             total += float(loss)
             grad += g / norm
             squares += (g / self.normalizer([batch])) ** 2
-        return total / norm, grad, squares / max(len(batches), 1)
+        for t in (total, grad, squares):
+            distributed.all_reduce_sum(t)
+        return float(total) / norm, grad, squares / max(len(batches), 1)
 
     @torch.no_grad()
     def value(self, batches: list[LatticeBatch], ids: list[int]) -> float:
-        """The normalized loss (edit reward: on the paths drawn for these batches this iteration)."""
-        return sum(float(self.batch_loss(b, i)) for b, i in zip(batches, ids)) / self.normalizer(batches)
+        """The normalized loss (edit reward: on the paths drawn for these batches this iteration),
+        summed over the ranks' shares."""
+        ctx = distributed.context()
+        mine = sum(float(self.batch_loss(b, i)) for b, i in zip(ctx.shard(batches), ctx.shard(ids)))
+        return distributed.sum_floats(mine)[0] / self.normalizer(batches)
 
     def curvature_operator(self, batch: LatticeBatch) -> Callable[[torch.Tensor], torch.Tensor]:
         """v -> G v on a batch: the generalized Gauss-Newton product with a per-frame Fisher
@@ -254,20 +267,21 @@ class Progress:
 
 
 class DevEvaluator:
-    """Dev WER of HLG 1-best decoding, exactly as stage 4 decodes."""
+    """Dev WER of HLG 1-best decoding, exactly as stage 4 decodes (each rank decodes every
+    world_size-th cut; the WER is over all of them)."""
 
     def __init__(self, model: CtcModel, tokenizer: Tokenizer, lang_dir: Path, cuts_path: Path,
                  lattice_config: LatticeConfig, max_duration: float, device: torch.device):
         hlg, words = load_graph(lang_dir / "HLG.pt", device), read_symbols(lang_dir / "words.txt")
         self.decoder = Decoder(model, tokenizer, ["hlg-1best"], lattice_config, device, hlg, words)
-        self.cuts = load_cuts(cuts_path)
+        self.cuts = CutSet.from_cuts(distributed.context().shard(list(load_cuts(cuts_path))))
         self.max_duration = max_duration
 
     def wer(self) -> float:
         training = self.decoder.model.training
         results, _, _ = decode_split(self.decoder, make_dataloader(self.cuts, self.max_duration, shuffle=False), "dev")
         self.decoder.model.train(training)
-        return compute_wer(results["hlg-1best"].utts).wer
+        return compute_wer([u for utts in distributed.gather_objects(results["hlg-1best"].utts) for u in utts]).wer
 
 
 def _subset(items: list, fraction: float, rng: random.Random) -> list:
@@ -310,9 +324,10 @@ class Finetuner:
 
     # -- state ---------------------------------------------------------------------------
     def save_state(self) -> None:
+        if not distributed.context().is_main:
+            return
         state = {"options": self.config.run_options(), "model": self.model.state_dict(),
-                 "optimizer": self.optimizer.state_dict(), "progress": asdict(self.progress),
-                 "torch_rng": torch.get_rng_state()}  # dropout of the ctc control
+                 "optimizer": self.optimizer.state_dict(), "progress": asdict(self.progress)}
         with atomic_output(self.out_dir / "state.pt") as tmp:
             torch.save(state, tmp)
         with atomic_output(self.out_dir / "progress.json") as tmp:
@@ -329,7 +344,6 @@ class Finetuner:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.progress = Progress(**state["progress"])
-        torch.set_rng_state(state["torch_rng"])
         logging.info("resumed from %s at iteration %d (%.0f s of optimization)", path, self.progress.iteration,
                      self.progress.seconds)
         return True
@@ -342,7 +356,8 @@ class Finetuner:
         logging.info("iteration %d, %.0f s: dev WER %.2f%%", p.iteration, p.seconds, wer)
         if wer < p.best_wer:
             p.best_wer, p.best_iteration = wer, p.iteration
-            save_checkpoint(self.out_dir / "best.pt", self.model, iteration=p.iteration, dev_wer=wer)
+            if distributed.context().is_main:
+                save_checkpoint(self.out_dir / "best.pt", self.model, iteration=p.iteration, dev_wer=wer)
 
     def done(self) -> bool:
         c, p = self.config, self.progress
@@ -353,12 +368,15 @@ class Finetuner:
             self.evaluate()  # the starting point (the baseline)
             self.save_state()
         last_eval_seconds = self.progress.history[-1]["seconds"]
-        bar = tqdm(total=self.config.max_iters, initial=self.progress.iteration, desc=self.config.name,
-                   unit="iter", dynamic_ncols=True)
+        bar = distributed.progress_bar(total=self.config.max_iters, initial=self.progress.iteration,
+                                       desc=self.config.name, unit="iter")
         while not self.done():
             start = time.time()
             loss = self.hf_iteration() if self.config.optimizer == "hf" else self.adam_update()
-            self.progress.seconds += time.time() - start
+            # Every rank computed the same step; rank 0's copy is the one, so ranks never drift.
+            distributed.broadcast_parameters(self.objective.params)
+            # Rank 0's clock decides time budgets and evaluation for all ranks.
+            self.progress.seconds += distributed.broadcast_object(time.time() - start)
             self.progress.iteration += 1
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}")
@@ -380,21 +398,26 @@ class Finetuner:
         grad_batches = [self.train_batches[i] for i in ids]
         grad_utts = [u for b in grad_batches for u in b.utts]
         curvature_utts = _subset(grad_utts, c.curvature_fraction, rng)
-        curvature = [obj.curvature_operator(self.data.batch(b).to(obj.device))
-                     for b in length_batches(self.data.shard.num_frames, curvature_utts, c.batch_frames)]
+        # Each rank takes every world_size-th batch of gradient, curvature and held-out sets;
+        # the sums are all-reduced, so CG and damping see the same numbers on every rank.
+        ctx = distributed.context()
+        curvature_ids = length_batches(self.data.shard.num_frames, curvature_utts, c.batch_frames)
+        curvature = [obj.curvature_operator(self.data.batch(b).to(obj.device)) for b in ctx.shard(curvature_ids)]
         heldout_ids = [-1 - i for i in range(len(self.heldout_batches))]
-        generator = torch.Generator().manual_seed(c.seed * 1_000_003 + it)
         if c.reward == "edit":  # this iteration's paths for the held-out batches, drawn at theta
             with torch.no_grad():
-                for b, i in zip(self.heldout_batches, heldout_ids):
+                for b, i in zip(ctx.shard(self.heldout_batches), ctx.shard(heldout_ids)):
                     log_probs, _, index = obj.forward(b)
-                    obj.paths[i] = obj.draw_paths(b, obj.arc_weights(log_probs, index, b), generator)
+                    obj.paths[i] = obj.draw_paths(b, obj.arc_weights(log_probs, index, b), it, i)
 
         def gradient_fn():
-            return obj.gradient(grad_batches, ids, generator)
+            return obj.gradient(grad_batches, ids, it)
 
         def curvature_fn(v: torch.Tensor) -> torch.Tensor:
-            return sum(op(v) for op in curvature) / len(curvature)
+            product = torch.zeros_like(v)
+            for op in curvature:
+                product += op(v)
+            return distributed.all_reduce_sum(product) / len(curvature_ids)
 
         def heldout_fn() -> float:
             return obj.value(self.heldout_batches, heldout_ids)
@@ -404,25 +427,40 @@ class Finetuner:
                                     "grad_utts": len(grad_utts), "curvature_utts": len(curvature_utts)})
         return info.heldout_after
 
+    def update_batches(self, update: int) -> list[int]:
+        """The training batches of Adam update ``update``: the next world_size of a seeded
+        shuffle per epoch (one per rank)."""
+        world_size, n = distributed.context().world_size, len(self.train_batches)
+        ids = []
+        for position in range(update * world_size, (update + 1) * world_size):
+            epoch, k = divmod(position, n)
+            order = list(range(n))
+            random.Random(f"{self.config.seed}-epoch-{epoch}").shuffle(order)
+            ids.append(order[k])
+        return ids
+
     def adam_update(self) -> float:
-        c, obj = self.config, self.objective
-        epoch, k = divmod(self.progress.iteration, len(self.train_batches))
-        order = list(range(len(self.train_batches)))
-        random.Random(f"{c.seed}-epoch-{epoch}").shuffle(order)
-        batch_id = order[k]
+        """One update on one batch per rank; the gradients are all-reduced, normalized over all."""
+        c, obj, ctx = self.config, self.objective, distributed.context()
+        ids = self.update_batches(self.progress.iteration)
+        batch_id = ids[ctx.rank]
         batch = self.train_batches[batch_id]
-        generator = torch.Generator().manual_seed(c.seed * 1_000_003 + self.progress.iteration)
+        norm = obj.normalizer([self.train_batches[i] for i in ids])
+        torch.manual_seed(c.seed * 1_000_003 + self.progress.iteration * ctx.world_size + ctx.rank)
         self.model.train(c.objective == "ctc")  # training on with CTC keeps the baseline's dropout
-        loss = obj.batch_loss(batch, batch_id, sample_paths_now=True, generator=generator) / obj.normalizer([batch])
+        loss = obj.batch_loss(batch, batch_id, sample_paths_now=True, iteration=self.progress.iteration) / norm
         self.model.eval()
-        if not torch.isfinite(loss):
-            logging.warning("non-finite loss on batch %d; update skipped", batch_id)
+        finite, total = distributed.sum_floats(float(torch.isfinite(loss)), float(loss.detach()))
+        if finite < ctx.world_size:
+            logging.warning("non-finite loss on batch(es) %s; update skipped", ids)
             return float("nan")
         self.optimizer.zero_grad()
         loss.backward()
+        for p in obj.params:
+            distributed.all_reduce_sum(p.grad)
         torch.nn.utils.clip_grad_norm_(obj.params, 5.0)
         self.optimizer.step()
-        return float(loss)
+        return total
 
 
 def finetune(lang_dir: Path, fbank_dir: Path, exp_dir: Path, corpus: str, epoch: int, avg: int,
@@ -443,13 +481,15 @@ def finetune(lang_dir: Path, fbank_dir: Path, exp_dir: Path, corpus: str, epoch:
     options = {"epoch": epoch, "avg": avg, "finetune": asdict(config), "hf": asdict(hf_config),
                "lattice": asdict(lattice_config)}
     marker = StageMarker(out_dir, "finetune", options, inputs)
-    if marker.skip_if_complete(force):
+    ctx = distributed.context()
+    if distributed.main_decides(lambda: marker.skip_if_complete(force)):
         return out_dir
-    if force and (out_dir / "state.pt").exists():
+    if ctx.is_main and force and (out_dir / "state.pt").exists():
         (out_dir / "state.pt").unlink()
     out_dir.mkdir(parents=True, exist_ok=True)
+    distributed.barrier()
     torch.manual_seed(config.seed)
-    device = pick_device(device_name)
+    device = ctx.device(device_name)
     tokenizer = Tokenizer(lang_dir)
     model = average_checkpoints(exp_dir, epoch, avg)
     tokenizer.check_model_outputs(model.config.vocab_size)
@@ -465,7 +505,8 @@ def finetune(lang_dir: Path, fbank_dir: Path, exp_dir: Path, corpus: str, epoch:
     logging.info("%s: best dev WER %.2f%% at iteration %d (start %.2f%%), %.0f s of optimization",
                  config.name, progress.best_wer, progress.best_iteration, progress.history[0]["dev_wer"],
                  progress.seconds)
-    marker.write()
+    if ctx.is_main:
+        marker.write()
     return out_dir
 
 
@@ -479,6 +520,7 @@ def report(lang_dir: Path, fbank_dir: Path, exp_dir: Path, out_dir: Path, corpus
     return compare(exp_dir / f"results-epoch-{epoch}-avg-{avg}.json", [out_dir], out_dir / "comparison", splits)
 
 
+@record
 def main(argv: Optional[list[str]] = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     add_model_dirs(p)
@@ -495,6 +537,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     add_dataclass_options(p.add_argument_group("dev and test decoding (as stage 4)"), LatticeConfig(),
                           names=SEARCH_OPTIONS)
     add_stage_options(p)
+    add_distributed_options(p)
     args = p.parse_args(argv)
     config = dataclass_from_args(FinetuneConfig, args)
     out_dir = args.out_dir or args.exp_dir / "finetune" / config.name
@@ -502,18 +545,22 @@ def main(argv: Optional[list[str]] = None) -> None:
     hf_config = dataclass_from_args(HessianFreeConfig, args, prefix="hf_")
     lattice_config = dataclass_from_args(LatticeConfig, args, names=SEARCH_OPTIONS)
 
-    def step() -> None:
+    def optimize() -> None:
         try:
-            out = finetune(args.lang_dir, args.fbank_dir, args.exp_dir, args.corpus, args.epoch, args.avg, config,
-                           hf_config, lattice_config, out_dir, args.max_duration, args.device, args.force,
-                           args.dev_split)
+            finetune(args.lang_dir, args.fbank_dir, args.exp_dir, args.corpus, args.epoch, args.avg, config,
+                     hf_config, lattice_config, out_dir, args.max_duration, args.device, args.force, args.dev_split)
         except HessianFreeError as e:
             raise ValueError(f"{e} (the last good model is in {out_dir}/state.pt and best.pt)") from e
-        if args.decode_splits.split():
-            print(report(args.lang_dir, args.fbank_dir, args.exp_dir, out, args.corpus, args.epoch, args.avg,
-                         args.decode_splits.split(), lattice_config, args.max_duration, args.device, args.force))
 
-    run_step(step)
+    def decode_best() -> None:
+        print(report(args.lang_dir, args.fbank_dir, args.exp_dir, out_dir, args.corpus, args.epoch, args.avg,
+                     args.decode_splits.split(), lattice_config, args.max_duration, args.device, args.force))
+
+    run_step(optimize, args.dist_timeout, args.device)
+    # Stage 4's decoding is one process: rank 0 runs it after the job's ranks have parted, so
+    # the others neither wait in a collective nor decode the same files.
+    if args.decode_splits.split() and distributed.from_environment().is_main:
+        run_step(decode_best)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ LM scale applied), so a later model can re-score the arcs: kappa * log p(label |
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import k2
 import torch
@@ -85,9 +85,3 @@ def shard_paths(directory: Path) -> list[Path]:
     if not paths:
         raise FileNotFoundError(f"no lattice shards in {directory}: run stage 5 (steps/make_lattices.sh) first")
     return paths
-
-
-def iter_shards(directory: Path, device: torch.device = torch.device("cpu")) -> Iterator[tuple[Path, LatticeShard]]:
-    """Shards loaded one at a time (a split's lattices need not fit in memory together)."""
-    for path in shard_paths(directory):
-        yield path, LatticeShard.load(path, device)

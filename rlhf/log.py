@@ -1,6 +1,7 @@
 """Logging set-up shared by every step: timestamps and file:line, to the console and a file."""
 
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -13,14 +14,22 @@ def setup_logging(log_dir: Optional[Path], name: str, level: int = logging.INFO)
     """Log to stderr and, when ``log_dir`` is given, to ``log_dir/<name>-<time>.log``.
 
     Returns the log file's path (or None). The command line is logged first, as
-    Kaldi's steps echo theirs, so a log says how to reproduce itself.
+    Kaldi's steps echo theirs, so a log says how to reproduce itself. In a job of several
+    processes (torchrun) each line names its rank, each rank has its own file
+    (``<name>-<time>.rank-N.log``) and only rank 0 prints more than warnings to the console.
     """
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    rank, world_size = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    console = logging.StreamHandler(sys.stderr)
+    if rank > 0:
+        console.setLevel(logging.WARNING)
+    handlers: list[logging.Handler] = [console]
     log_file = None
     if log_dir is not None:
         log_dir.mkdir(parents=True, exist_ok=True)
-        log_file = log_dir / f"{name}-{time.strftime('%Y-%m-%d-%H-%M-%S')}.log"
+        suffix = f".rank-{rank}" if world_size > 1 else ""
+        log_file = log_dir / f"{name}-{time.strftime('%Y-%m-%d-%H-%M-%S')}{suffix}.log"
         handlers.append(logging.FileHandler(log_file))
-    logging.basicConfig(level=level, format=LOG_FORMAT, handlers=handlers, force=True)
+    fmt = LOG_FORMAT.replace("%(levelname)s", f"%(levelname)s rank {rank}") if world_size > 1 else LOG_FORMAT
+    logging.basicConfig(level=level, format=fmt, handlers=handlers, force=True)
     logging.info("Running: %s", " ".join(sys.argv))
     return log_file

@@ -6,6 +6,10 @@ forced alignments) and ``stats.json``. Reported per shard and overall: arcs per 
 exact lattice oracle WER (best path of the product with the reference's Levenshtein
 automaton) against the 1-best WER, utterances skipped (an empty lattice, a reference that
 cannot be aligned: counted, not fatal) and throughput in frames per second.
+
+A shard is ``--shard-size`` consecutive cuts of the manifest. Run as several processes
+(``steps/make_lattices.sh --world-size N``), each rank decodes every N-th shard; the shards are
+the same files whatever N is.
 """
 
 import argparse
@@ -14,15 +18,17 @@ import logging
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
 import k2
 import torch
-from tqdm import tqdm
+from lhotse import CutSet
+from torch.distributed.elastic.multiprocessing.errors import record
 
 from rlhf.checkpoint import average_checkpoints, checkpoint_path, model_digest
-from rlhf.cli import (HelpFormatter, add_dataclass_options, add_inference_options, add_model_dirs, add_stage_options,
-                      dataclass_from_args, run_step)
+from rlhf import distributed
+from rlhf.cli import (HelpFormatter, add_dataclass_options, add_distributed_options, add_inference_options,
+                      add_model_dirs, add_stage_options, dataclass_from_args, run_step)
 from rlhf.ctc import CtcGraphCompiler, forced_alignments
 from rlhf.data import batch_inputs, load_cuts, make_dataloader
 from rlhf.decode import LatticeConfig, get_lattice, get_texts, lattice_num_arcs, search_graph
@@ -31,7 +37,7 @@ from rlhf.lang.tokenizer import Tokenizer
 from rlhf.lattice_shards import LatticeShard, merge_shards, shard_path
 from rlhf.log import setup_logging
 from rlhf.manifests import manifest_path
-from rlhf.model import CtcModel, pick_device
+from rlhf.model import CtcModel
 from rlhf.rl.rewards import edit_distance
 from rlhf.rl.values import oracle_errors
 from rlhf.stage import StageMarker, atomic_output, file_digest
@@ -142,30 +148,47 @@ class LatticeMaker:
         return shard, stats
 
 
-def make_split_lattices(maker: LatticeMaker, loader, out_dir: Path, shard_size: int, meta: dict,
-                        max_utts: Optional[int]) -> LatticeStats:
-    """Every batch of a split into shards of about ``shard_size`` lattices under ``out_dir``."""
-    total, pending, pending_stats, index = LatticeStats(), [], LatticeStats(), 0
-    bar = tqdm(loader, desc=f"lattices {out_dir.name}", unit="batch", dynamic_ncols=True)
-
-    def flush() -> None:
-        nonlocal pending, pending_stats, index
-        merge_shards(pending, meta).save(shard_path(out_dir, index))
-        logging.info("%s: %s", shard_path(out_dir, index), pending_stats.log_line())
-        total.add(pending_stats)
-        pending, pending_stats, index = [], LatticeStats(), index + 1
-
-    for batch in bar:
-        shard, stats = maker.make(batch)
-        pending.append(shard)
-        pending_stats.add(stats)
-        bar.set_postfix(oracle=f"{pending_stats.summary()['oracle_wer']:.1f}%")
-        if pending_stats.num_utts >= shard_size:
-            flush()
-        if max_utts is not None and total.num_utts + pending_stats.num_utts >= max_utts:
+def cut_chunks(cuts: CutSet, chunk_size: int, max_utts: Optional[int], ctx: distributed.Context
+               ) -> Iterator[tuple[int, CutSet]]:
+    """(shard index, cuts) of this rank's shards: consecutive runs of ``chunk_size`` cuts in manifest
+    order (the first ``max_utts`` cuts only), every world_size-th one. A shard's lattices thus do
+    not depend on the number of ranks: the same cuts, in the same batches."""
+    chunk: list = []
+    index = 0
+    for n, cut in enumerate(cuts):
+        if max_utts is not None and n >= max_utts:
             break
-    if pending_stats.num_utts or index == 0:
-        flush()
+        chunk.append(cut)
+        if len(chunk) == chunk_size:
+            if index % ctx.world_size == ctx.rank:
+                yield index, CutSet.from_cuts(chunk)
+            chunk, index = [], index + 1
+    if chunk and index % ctx.world_size == ctx.rank:
+        yield index, CutSet.from_cuts(chunk)
+
+
+def make_split_lattices(maker: LatticeMaker, cuts: CutSet, out_dir: Path, shard_size: int, max_duration: float,
+                        meta: dict, max_utts: Optional[int]) -> LatticeStats:
+    """This rank's shards of a split (``shard_size`` cuts each) under ``out_dir``; returns the
+    split's stats over every rank's shards."""
+    ctx = distributed.context()
+    mine: dict[int, LatticeStats] = {}
+    bar = distributed.progress_bar(desc=f"lattices {meta['split']}", unit="cut")
+    for index, chunk in cut_chunks(cuts, shard_size, max_utts, ctx):
+        parts, stats = [], LatticeStats()
+        for batch in make_dataloader(chunk, max_duration, shuffle=False):
+            shard, batch_stats = maker.make(batch)
+            parts.append(shard)
+            stats.add(batch_stats)
+            bar.update(len(batch["supervisions"]["cut"]))
+            bar.set_postfix(oracle=f"{stats.summary()['oracle_wer']:.1f}%")
+        merge_shards(parts, meta).save(shard_path(out_dir, index))
+        logging.info("%s: %s", shard_path(out_dir, index), stats.log_line())
+        mine[index] = stats
+    bar.close()
+    total = LatticeStats()
+    for _, stats in sorted(item for rank_stats in distributed.gather_objects(mine) for item in rank_stats.items()):
+        total.add(stats)
     return total
 
 
@@ -173,7 +196,12 @@ def make_lattices(lang_dir: Path, fbank_dir: Path, exp_dir: Path, corpus: str, s
                   avg: int, graph_kind: str, config: LatticeConfig, shard_size: int = 500,
                   max_duration: float = 200.0, max_utts: Optional[int] = None, device_name: str = "auto",
                   force: bool = False) -> Path:
-    """Stage 5 for every split; returns ``<exp_dir>/lattices``."""
+    """Stage 5 for every split; returns ``<exp_dir>/lattices``.
+
+    In a job of several processes each rank decodes every world_size-th shard; rank 0 writes the
+    statistics and the completion marker.
+    """
+    ctx = distributed.context()
     lattice_dir = exp_dir / "lattices"
     cut_paths = [manifest_path(fbank_dir, corpus, "cuts", split) for split in splits]
     lang_files = [lang_dir / "tokens.txt"] + ([lang_dir / "HLG.pt", lang_dir / "words.txt"] if graph_kind == "hlg"
@@ -183,12 +211,15 @@ def make_lattices(lang_dir: Path, fbank_dir: Path, exp_dir: Path, corpus: str, s
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found (checkpoints come from stage 3, HLG.pt from stage 4, "
                                     f"cuts from stage 2)")
+    if shard_size < 1:
+        raise ValueError(f"--shard-size must be >= 1, got {shard_size}")
     options = {"splits": list(splits), "epoch": epoch, "avg": avg, "graph": graph_kind, "lattice": asdict(config),
                "shard_size": shard_size, "max_duration": max_duration, "max_utts": max_utts}
     marker = StageMarker(lattice_dir, "make-lattices", options, inputs)
-    if marker.skip_if_complete(force):
+    if distributed.main_decides(lambda: marker.skip_if_complete(force)):
         return lattice_dir
-    device = pick_device(device_name)
+    start = time.time()
+    device = ctx.device(device_name)
     tokenizer = Tokenizer(lang_dir)
     model = average_checkpoints(exp_dir, epoch, avg)
     tokenizer.check_model_outputs(model.config.vocab_size)
@@ -198,18 +229,23 @@ def make_lattices(lang_dir: Path, fbank_dir: Path, exp_dir: Path, corpus: str, s
     maker = LatticeMaker(model, tokenizer, graph_kind, config, device, lang_dir)
     summary = {}
     for split, cuts_path in zip(splits, cut_paths):
-        with atomic_output(lattice_dir / split) as tmp:
-            stats = make_split_lattices(maker, make_dataloader(load_cuts(cuts_path), max_duration, shuffle=False),
-                                        tmp, shard_size, {**meta, "split": split}, max_utts)
+        with distributed.shared_output(lattice_dir / split) as tmp:
+            stats = make_split_lattices(maker, load_cuts(cuts_path), tmp, shard_size, max_duration,
+                                        {**meta, "split": split}, max_utts)
             summary[split] = stats.summary()
-            (tmp / "stats.json").write_text(json.dumps(summary[split], indent=2) + "\n")
+            if ctx.is_main:
+                (tmp / "stats.json").write_text(json.dumps(summary[split], indent=2) + "\n")
         logging.info("lattices %s: %s", split, stats.log_line())
-    with atomic_output(lattice_dir / "stats.json") as tmp:
-        tmp.write_text(json.dumps({"meta": meta, "splits": summary}, indent=2) + "\n")
-    marker.write()
+    if ctx.is_main:
+        with atomic_output(lattice_dir / "stats.json") as tmp:
+            tmp.write_text(json.dumps({"meta": meta, "splits": summary, "world_size": ctx.world_size,
+                                       "wall_seconds": time.time() - start}, indent=2) + "\n")
+        marker.write()
+    distributed.barrier()
     return lattice_dir
 
 
+@record
 def main(argv: Optional[list[str]] = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     add_model_dirs(p)
@@ -217,10 +253,11 @@ def main(argv: Optional[list[str]] = None) -> None:
     add_inference_options(p)
     p.add_argument("--graph", default="hlg", choices=GRAPHS,
                    help="decoding graph: hlg (words; lexicon and LM) or ctc (tokens; no LM)")
-    p.add_argument("--shard-size", type=int, default=500, help="lattices per shard file")
-    p.add_argument("--max-utts", type=int, default=None, help="stop a split after this many lattices (subsets)")
+    p.add_argument("--shard-size", type=int, default=500, help="cuts per shard file (the unit of work of a rank)")
+    p.add_argument("--max-utts", type=int, default=None, help="only the first N cuts of each split (subsets)")
     add_dataclass_options(p, LatticeConfig())
     add_stage_options(p)
+    add_distributed_options(p)
     args = p.parse_args(argv)
     setup_logging(args.log_dir or args.exp_dir / "log", "make-lattices")
     config = dataclass_from_args(LatticeConfig, args)
@@ -229,9 +266,10 @@ def main(argv: Optional[list[str]] = None) -> None:
         out = make_lattices(args.lang_dir, args.fbank_dir, args.exp_dir, args.corpus, args.splits.split(), args.epoch,
                             args.avg, args.graph, config, args.shard_size, args.max_duration, args.max_utts,
                             args.device, args.force)
-        print((out / "stats.json").read_text())
+        if distributed.context().is_main:
+            print((out / "stats.json").read_text())
 
-    run_step(step)
+    run_step(step, args.dist_timeout, args.device)
 
 
 if __name__ == "__main__":

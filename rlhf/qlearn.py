@@ -19,11 +19,13 @@ from typing import Optional, Sequence
 
 import k2
 import torch
-from tqdm import tqdm
+from torch.distributed.elastic.multiprocessing.errors import record
 
-from rlhf.cli import HelpFormatter, add_dataclass_options, add_stage_options, dataclass_from_args, run_step
+from rlhf import distributed
+from rlhf.cli import (HelpFormatter, add_dataclass_options, add_distributed_options, add_stage_options,
+                      dataclass_from_args, run_step)
 from rlhf.decode import arc_labels
-from rlhf.lattice_shards import LatticeShard, iter_shards, shard_paths
+from rlhf.lattice_shards import LatticeShard, shard_paths
 from rlhf.log import setup_logging
 from rlhf.rl.mdp import arc_fsa_index, first_arcs
 from rlhf.rl.qlearning import QLearningConfig
@@ -101,7 +103,12 @@ def save_values(path: Path, values: LatticeValues, config: QLearningConfig) -> N
 
 
 def qlearn(exp_dir: Path, splits: Sequence[str], mode: str, config: QLearningConfig, force: bool = False) -> Path:
-    """Stage 6 for every split; returns the summary table's path."""
+    """Stage 6 for every split; returns the summary table's path.
+
+    In a job of several processes each rank does every world_size-th shard and writes its values;
+    rank 0 writes the summary. The values do not depend on the number of ranks.
+    """
+    ctx = distributed.context()
     lattice_dir = exp_dir / "lattices"
     config.check()
     if mode not in REWARD_MODES:
@@ -109,18 +116,18 @@ def qlearn(exp_dir: Path, splits: Sequence[str], mode: str, config: QLearningCon
     table_path = exp_dir / f"qlearn-{mode}.md"
     marker = StageMarker(lattice_dir, f"qlearn-{mode}", {"splits": list(splits), "q_learning": asdict(config)},
                          [lattice_dir / "stats.json"])
-    if marker.skip_if_complete(force):
+    if distributed.main_decides(lambda: marker.skip_if_complete(force)):
         return table_path
     lattice_stats = json.loads((lattice_dir / "stats.json").read_text())
     rows = {}
     for split in splits:
         if split not in lattice_stats["splits"]:
             raise FileNotFoundError(f"no {split} lattices in {lattice_dir}: make them with stage 5 (--splits)")
-        total = QLearningStats()
-        with atomic_output(lattice_dir / split / f"q-{mode}") as out:
-            out.mkdir()
-            for path, shard in tqdm(iter_shards(lattice_dir / split), total=len(shard_paths(lattice_dir / split)),
-                                    desc=f"q-learning {split}", unit="shard", dynamic_ncols=True):
+        paths = ctx.shard(shard_paths(lattice_dir / split))
+        mine: list[QLearningStats] = []
+        with distributed.shared_output(lattice_dir / split / f"q-{mode}") as out:
+            for path in distributed.progress_bar(paths, desc=f"q-learning {split}", unit="shard"):
+                shard = LatticeShard.load(path)
                 if shard.meta.get("model_digest") != lattice_stats["meta"]["model_digest"]:
                     raise ValueError(f"{path} comes from another model than {lattice_dir}/stats.json says; "
                                      f"remake the lattices (stage 5 with --force true)")
@@ -133,15 +140,20 @@ def qlearn(exp_dir: Path, splits: Sequence[str], mode: str, config: QLearningCon
                     logging.warning("%s: %d lattices without a complete path; their values are 0", path,
                                     stats.num_invalid)
                 save_values(out / path.name, values, config)
-                total.add(stats)
+                mine.append(stats)
+        total = QLearningStats()
+        for stats in (s for rank_stats in distributed.gather_objects(mine) for s in rank_stats):
+            total.add(stats)
         rows[split] = {**total.summary(), "onebest_wer": lattice_stats["splits"][split]["onebest_wer"],
                        "oracle_wer": lattice_stats["splits"][split]["oracle_wer"]}
         logging.info("q-learning %s (%s reward): %s", split, mode, json.dumps(rows[split]))
-    with atomic_output(exp_dir / f"qlearn-{mode}.json") as tmp:
-        tmp.write_text(json.dumps({"config": asdict(config), "rows": rows}, indent=2) + "\n")
-    with atomic_output(table_path) as tmp:
-        tmp.write_text(summary_table(rows, mode, config))
-    marker.write()
+    if ctx.is_main:
+        with atomic_output(exp_dir / f"qlearn-{mode}.json") as tmp:
+            tmp.write_text(json.dumps({"config": asdict(config), "rows": rows}, indent=2) + "\n")
+        with atomic_output(table_path) as tmp:
+            tmp.write_text(summary_table(rows, mode, config))
+        marker.write()
+    distributed.barrier()
     return table_path
 
 
@@ -158,6 +170,7 @@ def summary_table(rows: dict[str, dict], mode: str, config: QLearningConfig) -> 
     return "\n".join(lines) + "\n"
 
 
+@record
 def main(argv: Optional[list[str]] = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("exp_dir", type=Path, help="the model's directory, with lattices/ from stage 5")
@@ -167,14 +180,17 @@ def main(argv: Optional[list[str]] = None) -> None:
                         "edit: minus the edit distance, via the product with the reference's Levenshtein automaton")
     add_dataclass_options(p, QLearningConfig())
     add_stage_options(p)
+    add_distributed_options(p)
     args = p.parse_args(argv)
     setup_logging(args.log_dir or args.exp_dir / "log", "qlearn")
     config = dataclass_from_args(QLearningConfig, args)
 
     def step() -> None:
-        print(qlearn(args.exp_dir, args.splits.split(), args.reward, config, args.force).read_text())
+        table = qlearn(args.exp_dir, args.splits.split(), args.reward, config, args.force)
+        if distributed.context().is_main:
+            print(table.read_text())
 
-    run_step(step)
+    run_step(step, args.dist_timeout, "cpu")
 
 
 if __name__ == "__main__":

@@ -6,13 +6,23 @@ first ``lang/`` and ``features.json`` (rlhf/export.py), so the directory decodes
 ``--start-epoch N`` resumes from ``epoch-(N-1).pt`` and gives exactly the model an
 uninterrupted run gives: batches, dropout masks and learning rates depend only on the seed
 and the epoch.
+
+Run as several processes (``steps/train_ctc.sh --world-size N``, torchrun) it is data-parallel
+training with DistributedDataParallel: each rank takes every N-th batch, and a step is the
+single-process step on the N batches together (the loss is normalized by the frames of all of
+them), so one step sees N times ``--max-duration`` seconds of audio and an epoch has N times
+fewer steps. Rank 0 writes every file (checkpoints, TensorBoard, metrics, the stage marker);
+the dev loss and WER are computed over every rank's share of the dev set. A run may be resumed
+with another world size (the history records the world size of each epoch).
 """
 
 import argparse
+import contextlib
 import json
 import logging
 import math
 import random
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,19 +30,21 @@ from typing import Optional
 
 import numpy as np
 import torch
+from torch.distributed.elastic.multiprocessing.errors import record
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.tensorboard import SummaryWriter
-from tqdm import tqdm
 
+from rlhf import distributed
 from rlhf.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
-from rlhf.cli import (add_dataclass_options, add_model_dirs, add_stage_options, dataclass_from_args,
-                      run_step)
+from rlhf.cli import (add_dataclass_options, add_distributed_options, add_model_dirs, add_stage_options,
+                      dataclass_from_args, run_step)
 from rlhf.ctc import CtcGraphCompiler, ctc_loss, greedy_search
 from rlhf.data import batch_inputs, load_cuts, make_dataloader
 from rlhf.export import export_lang
 from rlhf.lang.tokenizer import Tokenizer
 from rlhf.log import setup_logging
 from rlhf.manifests import manifest_path
-from rlhf.model import CtcModel, ModelConfig, num_parameters, pick_device
+from rlhf.model import CtcModel, ModelConfig, num_parameters
 from rlhf.scoring import Utterance, compute_wer
 from rlhf.stage import StageMarker, atomic_output
 
@@ -58,9 +70,30 @@ class EpochStats:
     dev_loss: float
     dev_wer: float                # greedy CTC, percent
     seconds: float
-    num_batches: int
-    num_skipped: int              # batches with a non-finite loss or gradient
+    num_batches: int              # training steps (each of world_size batches, one per rank)
+    num_skipped: int              # steps with a non-finite loss or gradient
     lr: float
+    world_size: int = 1           # processes that trained this epoch
+
+
+# Dropout and SpecAugment draws of rank r are seeded with seed + epoch + r * RANK_SEED_STRIDE:
+# rank 0's are those of a single-process run.
+RANK_SEED_STRIDE = 100003
+
+# lhotse gives every rank a batch at the end of an epoch by duplicating cuts (ids "<id>_dup<N>")
+# when there are fewer left than ranks; evaluation leaves these copies out.
+_DUPLICATE_CUT_ID = re.compile(r"_dup[0-9]+$")
+
+
+class OutOfBatches(Exception):
+    """Some rank has no batch left this epoch: every rank ends the epoch (raised on all of them).
+
+    ``dropped``: the batches the other ranks had for this step, not trained on.
+    """
+
+    def __init__(self, dropped: int):
+        super().__init__(f"a rank ran out of batches; {dropped} batch(es) of the others dropped")
+        self.dropped = dropped
 
 
 def learning_rate_factor(step: int, warmup_steps: int) -> float:
@@ -70,32 +103,65 @@ def learning_rate_factor(step: int, warmup_steps: int) -> float:
 
 
 class Trainer:
-    def __init__(self, model: CtcModel, tokenizer: Tokenizer, config: TrainConfig, device: torch.device):
+    """Training steps and evaluation of a CtcModel, in one process or as one rank of several.
+
+    With world size > 1 (``ctx``, by default the job's) the model is wrapped in
+    DistributedDataParallel (``self.network``); ``self.model`` stays the bare CtcModel, which
+    checkpoints and evaluation use. Every rank must call ``train_step`` equally often.
+    """
+
+    def __init__(self, model: CtcModel, tokenizer: Tokenizer, config: TrainConfig, device: torch.device,
+                 ctx: Optional[distributed.Context] = None):
         self.model = model.to(device)
         self.config = config
         self.device = device
+        self.ctx = ctx or distributed.context()
         self.tokenizer = tokenizer
         self.compiler = CtcGraphCompiler(tokenizer, device)
+        # DDP starts every rank from rank 0's weights and averages the gradients over ranks.
+        self.network: torch.nn.Module = model
+        if self.ctx.enabled:
+            self.network = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
         self.optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: learning_rate_factor(step, config.warmup_steps))
         self.step = 0
 
-    def train_step(self, batch: dict) -> Optional[float]:
+    def train_step(self, batch: Optional[dict]) -> Optional[float]:
         """One update; returns the loss per frame, or None when the batch was skipped.
 
         A batch whose loss or gradient is not finite (e.g. a transcript longer than its audio
         allows) is skipped, not propagated into the weights.
+
+        With several ranks, each passes its own batch and the update is the one-process update on
+        all of them together: one all-reduce of (frames, loss finite, has a batch, loss) gives the
+        frames of all ranks, the loss is scaled so that DDP's gradient average is the gradient of
+        the total loss over the total frames, and the returned loss is the total per frame. A
+        non-finite loss on any rank skips the step on every rank; the gradient check follows
+        DDP's all-reduce, so it agrees on every rank. ``batch`` None: this rank has no batch
+        left; then every rank raises OutOfBatches (the epoch ends everywhere).
         """
-        self.model.train()
-        features, num_frames, texts, _ = batch_inputs(batch, self.device)
-        log_probs, lengths = self.model(features, num_frames)
-        loss = ctc_loss(log_probs, lengths, texts, self.compiler)
+        self.network.train()
+        if batch is not None:
+            features, num_frames, texts, _ = batch_inputs(batch, self.device)
+            log_probs, lengths = self.network(features, num_frames)
+            loss = ctc_loss(log_probs, lengths, texts, self.compiler)
+            frames, finite, loss_sum = lengths.sum().item(), bool(torch.isfinite(loss).all()), loss.sum().item()
+        else:
+            if self.ctx.enabled:
+                self._idle_forward()
+            frames, finite, loss_sum = 0, True, 0.0
         self.optimizer.zero_grad()
-        if not torch.isfinite(loss).all():
+        totals = torch.tensor([frames, float(finite), float(batch is not None), loss_sum], dtype=torch.float64,
+                              device=self.device)
+        total_frames, num_finite, num_batches, total_loss = distributed.all_reduce_sum(totals).tolist()
+        if num_batches < self.ctx.world_size:
+            raise OutOfBatches(int(num_batches))
+        if num_finite < self.ctx.world_size:
             return None
-        frames = lengths.sum().item()
-        (loss.sum() / frames).backward()
+        # The rank's loss over the mean frames per rank: DDP divides the summed gradients by the
+        # world size, which leaves the gradient of the total loss over the total frames.
+        (loss.sum() / (total_frames / self.ctx.world_size)).backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_grad_norm)
         if not torch.isfinite(grad_norm):
             self.optimizer.zero_grad()
@@ -103,22 +169,43 @@ class Trainer:
         self.optimizer.step()
         self.scheduler.step()
         self.step += 1
-        return loss.sum().item() / frames
+        return total_loss / total_frames
+
+    def _idle_forward(self) -> None:
+        """A forward pass of DDP on a dummy input, for a rank without a batch: DDP's forward may
+        hold collectives (its one-time bucket rebuild), which the ranks with a batch run in theirs.
+        No backward follows (the step ends the epoch on every rank)."""
+        features = torch.zeros(1, 16, self.model.config.num_features, device=self.device)
+        self.network(features, torch.full((1,), 16, dtype=torch.int64, device=self.device))
 
     @torch.no_grad()
     def evaluate(self, loader) -> tuple[float, float]:
-        """Loss per frame and greedy-CTC WER (percent) on a held-out set."""
+        """Loss per frame and greedy-CTC WER (percent) on a held-out set.
+
+        With several ranks ``loader`` holds this rank's share (make_dataloader with the world size
+        and rank); the loss sums are all-reduced and the utterances gathered, so every rank returns
+        the numbers of the whole set. The copies of cuts that lhotse adds to give every rank a
+        batch (ids ending in ``_dup<N>``) count neither in the loss nor in the WER.
+        """
         self.model.eval()
         total_loss, total_frames, utts = 0.0, 0, []
         for batch in loader:
             features, num_frames, texts, cut_ids = batch_inputs(batch, self.device)
             log_probs, lengths = self.model(features, num_frames)
             loss = ctc_loss(log_probs, lengths, texts, self.compiler)
-            finite = torch.isfinite(loss)
-            total_loss += loss[finite].sum().item()
-            total_frames += lengths[finite.to(lengths.device)].sum().item()
-            for cut_id, text, hyp in zip(cut_ids, texts, greedy_search(log_probs, lengths)):
-                utts.append(Utterance(cut_id, text.split(), self.tokenizer.decode(hyp).split()))
+            keep = torch.isfinite(loss)
+            original = [not (self.ctx.enabled and _DUPLICATE_CUT_ID.search(c)) for c in cut_ids]
+            if not all(original):
+                keep &= torch.tensor(original, device=keep.device)
+            total_loss += loss[keep].sum().item()
+            total_frames += lengths[keep.to(lengths.device)].sum().item()
+            for cut_id, text, hyp, ok in zip(cut_ids, texts, greedy_search(log_probs, lengths), original):
+                if ok:
+                    utts.append(Utterance(cut_id, text.split(), self.tokenizer.decode(hyp).split()))
+        if self.ctx.enabled:
+            total_loss, total_frames = distributed.sum_floats(total_loss, total_frames)
+            # Every rank's utterances (each cut once), so every rank computes the same WER.
+            utts = list({u.cut_id: u for part in distributed.gather_objects(utts) for u in part}.values())
         return total_loss / max(total_frames, 1), compute_wer(utts).wer
 
     def state_dict(self) -> dict:
@@ -153,79 +240,112 @@ def train(lang_dir: Path, fbank_dir: Path, exp_dir: Path, corpus: str, model_con
     if model_config.vocab_size != tokenizer.vocab_size:
         raise ValueError(f"model vocab_size {model_config.vocab_size} != {tokenizer.vocab_size} tokens in {lang_dir}")
     train_cuts, dev_cuts = load_cuts(train_cuts_path), load_cuts(dev_cuts_path)
+    ctx = distributed.context()
     # The lang files and feature options go with the model, so exp_dir can decode on its own.
-    export_lang(lang_dir, train_cuts_path, exp_dir, force)
+    if ctx.is_main:
+        export_lang(lang_dir, train_cuts_path, exp_dir, force)
+    distributed.barrier()
     options = {"model": model_config.to_dict(), "train": vars(config), "corpus": corpus, "dev_split": dev_split}
     marker = StageMarker(exp_dir, "train", options, [train_cuts_path, dev_cuts_path, lang_dir / "tokens.txt"])
-    if start_epoch == 1 and marker.skip_if_complete(force):
+    if start_epoch == 1 and distributed.main_decides(lambda: marker.skip_if_complete(force)):
         return
-    marker.invalidate()
+    if ctx.is_main:
+        marker.invalidate()
     if start_epoch < 1 or start_epoch > config.num_epochs:
         raise ValueError(f"--start-epoch must be between 1 and --num-epochs ({config.num_epochs}), got {start_epoch}")
 
-    device = pick_device(device_name)
+    device = ctx.device(device_name)
+    # The same initial weights on every rank (DDP also copies rank 0's to the others).
     torch.manual_seed(config.seed)
     model = CtcModel(model_config)
     trainer = Trainer(model, tokenizer, config, device)
     history: list[EpochStats] = []
     if start_epoch > 1:
+        # Every rank reads the checkpoint (ranks share the file system); any world size may resume it.
         state = load_checkpoint(checkpoint_path(exp_dir, start_epoch - 1), expected=model_config)
         check_resumable(checkpoint_path(exp_dir, start_epoch - 1), state["train_config"], config)
         model.load_state_dict(state["model"])
         trainer.load_state_dict(state["trainer"])
         history = [EpochStats(**h) for h in state["history"]]
         logging.info("Resuming from %s (step %d)", checkpoint_path(exp_dir, start_epoch - 1), trainer.step)
-    elif checkpoint_path(exp_dir, 1).is_file():
+    elif ctx.is_main and checkpoint_path(exp_dir, 1).is_file():
         logging.warning("%s has checkpoints of an earlier run; starting over (resume with --start-epoch N)", exp_dir)
-    logging.info("Model: %s, %d parameters, device %s", model_config, num_parameters(model), device)
+    logging.info("Model: %s, %d parameters, device %s, world size %d", model_config, num_parameters(model), device,
+                 ctx.world_size)
 
+    # Every rank takes its share of the batches (of the dev set too); the batch order depends
+    # on the seed, the epoch and the world size.
     train_loader = make_dataloader(train_cuts, config.max_duration, shuffle=True, seed=config.seed,
                                    num_workers=config.num_workers, spec_augment=config.spec_augment,
-                                   num_features=model_config.num_features)
-    dev_loader = make_dataloader(dev_cuts, config.max_duration, shuffle=False, num_workers=config.num_workers)
-    with SummaryWriter(str(exp_dir / "tensorboard"), purge_step=trainer.step) as tb:
+                                   num_features=model_config.num_features, world_size=ctx.world_size, rank=ctx.rank)
+    dev_loader = make_dataloader(dev_cuts, config.max_duration, shuffle=False, num_workers=config.num_workers,
+                                 world_size=ctx.world_size, rank=ctx.rank)
+    writer = (SummaryWriter(str(exp_dir / "tensorboard"), purge_step=trainer.step) if ctx.is_main
+              else contextlib.nullcontext())
+    with writer as tb:
         for epoch in range(start_epoch, config.num_epochs + 1):
             stats = train_epoch(trainer, train_loader, dev_loader, epoch, tb)
             history.append(stats)
-            save_checkpoint(checkpoint_path(exp_dir, epoch), model, trainer=trainer.state_dict(),
-                            train_config=vars(config), history=[vars(h) for h in history])
-    write_history(exp_dir, history)
-    marker.write()
+            if ctx.is_main:
+                save_checkpoint(checkpoint_path(exp_dir, epoch), model, trainer=trainer.state_dict(),
+                                train_config=vars(config), history=[vars(h) for h in history])
+                logging.info("Wrote %s", checkpoint_path(exp_dir, epoch))
+    if ctx.is_main:
+        write_history(exp_dir, history)
+        marker.write()
 
 
-def train_epoch(trainer: Trainer, train_loader, dev_loader, epoch: int, tb: SummaryWriter) -> EpochStats:
-    config = trainer.config
+def _warn(msg: str, *args) -> None:
+    """A warning that every rank has (the same decision): on the console once, from rank 0."""
+    logging.log(logging.WARNING if distributed.context().is_main else logging.INFO, msg, *args)
+
+
+def train_epoch(trainer: Trainer, train_loader, dev_loader, epoch: int, tb: Optional[SummaryWriter]) -> EpochStats:
+    """One epoch and the dev evaluation after it; ``tb`` is None on the ranks that write no TensorBoard."""
+    config, ctx = trainer.config, trainer.ctx
     # Dropout and SpecAugment draws (torch, random, and numpy for time warping) depend on the
-    # seed and the epoch only, so a resumed run repeats them exactly.
-    torch.manual_seed(config.seed + epoch)
-    random.seed(config.seed + epoch)
-    np.random.seed(config.seed + epoch)
+    # seed, the epoch and the rank only, so a resumed run repeats them exactly.
+    seed = config.seed + epoch + RANK_SEED_STRIDE * ctx.rank
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed)
     train_loader.sampler.set_epoch(epoch)
     start = time.time()
     loss_sum, num_batches, skipped = 0.0, 0, 0
-    progress = tqdm(train_loader, desc=f"epoch {epoch}", unit="batch", dynamic_ncols=True)
-    for batch in progress:
+    progress = distributed.progress_bar(desc=f"epoch {epoch}", unit="batch")
+    batches = iter(train_loader)
+    while True:
+        try:
+            loss = trainer.train_step(next(batches, None))
+        except OutOfBatches as e:
+            if e.dropped:
+                _warn("epoch %d: a rank ran out of batches after %d steps; the epoch ends on every rank and "
+                      "%d batch(es) of the other ranks are dropped", epoch, num_batches, e.dropped)
+            break
         num_batches += 1
-        loss = trainer.train_step(batch)
+        progress.update()
         if loss is None:
             skipped += 1
-            logging.warning("epoch %d batch %d: non-finite loss or gradient; batch skipped (%d so far)",
-                            epoch, num_batches, skipped)
+            _warn("epoch %d batch %d: non-finite loss or gradient; batch skipped (%d so far)",
+                  epoch, num_batches, skipped)
             continue
         loss_sum += loss
         progress.set_postfix(loss=f"{loss:.3f}")
         if trainer.step % config.log_interval == 0:
             lr = trainer.scheduler.get_last_lr()[0]
             logging.info("epoch %d batch %d step %d: loss %.4f lr %.2e", epoch, num_batches, trainer.step, loss, lr)
-            tb.add_scalar("train/loss", loss, trainer.step)
-            tb.add_scalar("train/lr", lr, trainer.step)
+            if tb is not None:
+                tb.add_scalar("train/loss", loss, trainer.step)
+                tb.add_scalar("train/lr", lr, trainer.step)
+    progress.close()
     train_seconds = time.time() - start
     dev_loss, dev_wer = trainer.evaluate(dev_loader)
     stats = EpochStats(epoch=epoch, train_loss=loss_sum / max(num_batches - skipped, 1), dev_loss=dev_loss,
                        dev_wer=dev_wer, seconds=train_seconds, num_batches=num_batches, num_skipped=skipped,
-                       lr=trainer.scheduler.get_last_lr()[0])
-    tb.add_scalar("dev/loss", dev_loss, trainer.step)
-    tb.add_scalar("dev/wer_greedy", dev_wer, trainer.step)
+                       lr=trainer.scheduler.get_last_lr()[0], world_size=ctx.world_size)
+    if tb is not None:
+        tb.add_scalar("dev/loss", dev_loss, trainer.step)
+        tb.add_scalar("dev/wer_greedy", dev_wer, trainer.step)
     logging.info("epoch %d: train loss %.4f, dev loss %.4f, dev WER (greedy) %.2f%%, %d batches (%d skipped), "
                  "%.1f s", epoch, stats.train_loss, dev_loss, dev_wer, num_batches, skipped, train_seconds)
     return stats
@@ -273,6 +393,7 @@ def model_config_from_args(args: argparse.Namespace, num_features: int, vocab_si
                        dilations=tuple(int(x) for x in args.dilations.split(",")), dropout=args.dropout)
 
 
+@record
 def main(argv: Optional[list[str]] = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_model_dirs(p)
@@ -283,6 +404,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     add_dataclass_options(p, TrainConfig())
     add_model_options(p)
     add_stage_options(p)
+    add_distributed_options(p)
     args = p.parse_args(argv)
     setup_logging(args.log_dir or args.exp_dir / "log", "train")
 
@@ -293,7 +415,7 @@ def main(argv: Optional[list[str]] = None) -> None:
               model_config_from_args(args, args.num_features, vocab_size), config, args.start_epoch,
               args.device, args.force, args.dev_split)
 
-    run_step(step)
+    run_step(step, args.dist_timeout, args.device)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,13 @@
 # Helpers shared by every recipe's run.sh: logging and stage bookkeeping.
 
+# How the torch.distributed stages launch their processes (utils/launch.sh): the recipe's own
+# cmd.sh when it has one (Kaldi's convention), else the repository's (local processes).
+if [ -f "$(dirname "$0")/cmd.sh" ]; then
+  . "$(dirname "$0")/cmd.sh"
+else
+  . "$RLHF_ROOT/cmd.sh"
+fi
+
 # log MESSAGE: a timestamped line naming the script and line that printed it.
 log() {
   local where="${BASH_SOURCE[1]##*/}:${BASH_LINENO[0]}"

@@ -10,6 +10,8 @@ root=$(cd "$here/../.." && pwd)
 stage=0                       # first stage to run
 stop_stage=7                  # last stage to run
 nj=8                          # parallel jobs
+world_size=1                  # processes of the torch.distributed stages 3, 5, 6, 7 (launcher: cmd.sh)
+dist_timeout=600              # seconds a rank waits for the others before the job fails
 corpus_dir=                   # local LibriSpeech directory holding the parts (empty: download them into download/)
 mini=false                    # Mini LibriSpeech: train on train-clean-5, validate and test on dev-clean-2 (the parts below are then ignored)
 train_parts="train-clean-100" # parts pooled into the train split (960 h: "train-clean-100 train-clean-360 train-other-500")
@@ -51,6 +53,7 @@ recipe_args="$*"
 . "$root/path.sh"
 . "$root/utils/recipe_lib.sh"
 . "$root/utils/parse_options.sh"
+dist_opts=(--world-size "$world_size" --dist-timeout "$dist_timeout")
 check_stages
 
 if [ "$mini" = true ]; then
@@ -100,7 +103,7 @@ if run_stage 3; then
   log "Stage 3: train the CTC model (per-epoch WER on the dev part)"
   require "$fbank_dir/librispeech_cuts_train.jsonl.gz" 2
   require "$lang_dir/tokens.txt" 1
-  "$root/steps/train_ctc.sh" --corpus librispeech --dev-split "$dev_part" --num-epochs "$num_epochs" \
+  "$root/steps/train_ctc.sh" "${dist_opts[@]}" --corpus librispeech --dev-split "$dev_part" --num-epochs "$num_epochs" \
     --start-epoch "$start_epoch" --max-duration "$max_duration" --lr "$lr" --warmup-steps "$warmup_steps" \
     --hidden-dim "$hidden_dim" --num-layers "$num_layers" --seed "$train_seed" --device "$device" \
     --force "$force" "$lang_dir" "$fbank_dir" "$model_dir"
@@ -121,7 +124,7 @@ fi
 if run_stage 5; then
   log "Stage 5: decode train $dev_part into k2 lattices for sequence training"
   require "$lang_dir/HLG.pt" 4
-  "$root/steps/make_lattices.sh" --corpus librispeech --splits "train $dev_part" --epoch "$num_epochs" --avg "$avg" \
+  "$root/steps/make_lattices.sh" "${dist_opts[@]}" --corpus librispeech --splits "train $dev_part" --epoch "$num_epochs" --avg "$avg" \
     --output-beam "$lattice_output_beam" --lm-scale "$lm_scale" --device "$device" --force "$force" \
     "$lang_dir" "$fbank_dir" "$model_dir"
 fi
@@ -129,7 +132,7 @@ fi
 if run_stage 6; then
   log "Stage 6: Q-learning over the lattices ($reward reward)"
   require "$model_dir/lattices/stats.json" 5
-  "$root/steps/qlearn.sh" --splits "train $dev_part" --reward "$reward" --force "$force" "$model_dir"
+  "$root/steps/qlearn.sh" "${dist_opts[@]}" --splits "train $dev_part" --reward "$reward" --force "$force" "$model_dir"
   append_results "$model_dir/qlearn-$reward.md" "$results_file"
 fi
 
@@ -137,7 +140,7 @@ if run_stage 7; then
   log "Stage 7: fine-tune with the RL objective ($reward advantages) and Hessian-free; decode like stage 4"
   require "$model_dir/lattices/train/q-$reward" 6
   finetune_dir=$model_dir/finetune/rl-hf-$reward
-  "$root/steps/finetune.sh" --corpus librispeech --epoch "$num_epochs" --avg "$avg" --reward "$reward" \
+  "$root/steps/finetune.sh" "${dist_opts[@]}" --corpus librispeech --epoch "$num_epochs" --avg "$avg" --reward "$reward" \
     --max-iters "$hf_iters" --time-budget "$hf_time_budget" --dev-split "$dev_part" --decode-splits "$heldout" \
     --search-beam "$search_beam" --output-beam "$output_beam" \
     --max-active-states "$max_active_states" --lm-scale "$lm_scale" --device "$device" --force "$force" \

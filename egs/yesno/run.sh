@@ -10,6 +10,8 @@ root=$(cd "$here/../.." && pwd)
 stage=0                       # first stage to run
 stop_stage=7                  # last stage to run
 nj=2                          # parallel jobs
+world_size=1                  # processes of the torch.distributed stages 3, 5, 6, 7 (launcher: cmd.sh)
+dist_timeout=600              # seconds a rank waits for the others before the job fails
 corpus_dir=                   # local waves_yesno directory (empty: download it into download/)
 data_dir=data                 # manifests, lang, LM and features go here
 exp_dir=exp                   # models and decoding results go here
@@ -39,6 +41,7 @@ recipe_args="$*"
 . "$root/path.sh"
 . "$root/utils/recipe_lib.sh"
 . "$root/utils/parse_options.sh"
+dist_opts=(--world-size "$world_size" --dist-timeout "$dist_timeout")
 check_stages
 
 manifest_dir=$data_dir/manifests
@@ -72,7 +75,7 @@ fi
 if run_stage 3; then
   log "Stage 3: train the CTC model (per-epoch WER on test: yesno has no dev set)"
   require "$fbank_dir/yesno_cuts_train.jsonl.gz" 2
-  "$root/steps/train_ctc.sh" --corpus yesno --dev-split test --num-features "$num_mel_bins" \
+  "$root/steps/train_ctc.sh" "${dist_opts[@]}" --corpus yesno --dev-split test --num-features "$num_mel_bins" \
     --num-epochs "$num_epochs" --max-duration "$max_duration" --lr "$lr" --warmup-steps "$warmup_steps" \
     --hidden-dim "$hidden_dim" --num-layers "$num_layers" --seed "$train_seed" --log-interval 10 \
     --device "$device" --force "$force" "$lang_dir" "$fbank_dir" "$model_dir"
@@ -91,14 +94,14 @@ fi
 if run_stage 5; then
   log "Stage 5: decode train test into k2 lattices for sequence training"
   require "$lang_dir/HLG.pt" 4
-  "$root/steps/make_lattices.sh" --corpus yesno --splits "train test" --epoch "$num_epochs" --avg "$avg" \
+  "$root/steps/make_lattices.sh" "${dist_opts[@]}" --corpus yesno --splits "train test" --epoch "$num_epochs" --avg "$avg" \
     --output-beam "$lattice_output_beam" --device "$device" --force "$force" "$lang_dir" "$fbank_dir" "$model_dir"
 fi
 
 if run_stage 6; then
   log "Stage 6: Q-learning over the lattices ($reward reward)"
   require "$model_dir/lattices/stats.json" 5
-  "$root/steps/qlearn.sh" --splits "train test" --reward "$reward" --force "$force" "$model_dir"
+  "$root/steps/qlearn.sh" "${dist_opts[@]}" --splits "train test" --reward "$reward" --force "$force" "$model_dir"
   append_results "$model_dir/qlearn-$reward.md" "$results_file"
 fi
 
@@ -107,7 +110,7 @@ if run_stage 7; then
   require "$model_dir/lattices/train/q-$reward" 6
   finetune_dir=$model_dir/finetune/rl-hf-$reward
   # yesno has no dev set: the test set picks the best iteration, as it picks the baseline's settings
-  "$root/steps/finetune.sh" --corpus yesno --epoch "$num_epochs" --avg "$avg" --reward "$reward" \
+  "$root/steps/finetune.sh" "${dist_opts[@]}" --corpus yesno --epoch "$num_epochs" --avg "$avg" --reward "$reward" \
     --max-iters "$hf_iters" --dev-split test --decode-splits test --device "$device" \
     --force "$force" --out-dir "$finetune_dir" "$lang_dir" "$fbank_dir" "$model_dir"
   append_results "$finetune_dir/comparison.md" "$results_file"
