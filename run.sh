@@ -57,6 +57,7 @@ curvature_fraction=0.1        # stage 7: share of those in the curvature sample
 heldout_utts=150              # stage 7: training utterances held out for rho and the line search
 cg_max_iters=12               # stage 7: most CG iterations per HF iteration
 init_damping=0.01             # stage 7: initial Levenberg-Marquardt lambda
+batch_frames=12000            # stage 7: padded output frames per batch (smaller: more batches to share out with --world-size)
 results_file=RESULTS.md       # decoding results are appended here ('' to skip)
 force=false                   # redo stages even when their outputs are complete
 
@@ -159,7 +160,7 @@ if run_stage 7; then
   "$here/steps/finetune.sh" "${dist_opts[@]}" --epoch "$epoch" --avg "$avg" --reward "$reward" --kappa "$kappa" \
     --ctc-weight "$ctc_weight" --trainable "$trainable" --max-iters "$hf_iters" --time-budget "$hf_time_budget" \
     --grad-fraction "$grad_fraction" --curvature-fraction "$curvature_fraction" --heldout-utts "$heldout_utts" \
-    --hf-cg-max-iters "$cg_max_iters" --hf-init-damping "$init_damping" --search-beam "$search_beam" \
+    --hf-cg-max-iters "$cg_max_iters" --hf-init-damping "$init_damping" --batch-frames "$batch_frames" --search-beam "$search_beam" \
     --output-beam "$output_beam" --max-active-states "$max_active_states" --lm-scale "$lm_scale" \
     --device "$device" --force "$force" --out-dir "$finetune_dir" "$lang_dir" "$fbank_dir" "$model_dir"
   append_results "$finetune_dir/comparison.md" "$results_file"

@@ -13,8 +13,8 @@ from typing import Optional, Sequence
 
 import k2
 import torch
-from tqdm import tqdm
 
+from rlhf import distributed
 from rlhf.data import load_cuts
 from rlhf.decode import arc_labels
 from rlhf.lattice_shards import LatticeShard, merge_shards, shard_paths
@@ -119,7 +119,7 @@ def load_features(cuts_path: Path, cut_ids: list[str]) -> list[torch.Tensor]:
     """The fbank features of the given cuts, in that order (one pass over the lazy manifest)."""
     wanted = {c: i for i, c in enumerate(cut_ids)}
     features: list[Optional[torch.Tensor]] = [None] * len(cut_ids)
-    for cut in tqdm(load_cuts(cuts_path), desc="features", unit="cut", dynamic_ncols=True, leave=False):
+    for cut in distributed.progress_bar(load_cuts(cuts_path), desc="features", unit="cut", leave=False):
         i = wanted.get(cut.id)
         if i is not None:
             features[i] = torch.from_numpy(cut.load_features())
