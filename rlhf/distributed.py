@@ -115,12 +115,6 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
-def all_reduce_min(tensor: torch.Tensor) -> torch.Tensor:
-    if dist.is_initialized():
-        dist.all_reduce(tensor, op=dist.ReduceOp.MIN)
-    return tensor
-
-
 def sum_floats(*values: float) -> list[float]:
     """Sums over ranks of a few Python numbers, in float64 (one collective)."""
     t = torch.tensor(values, dtype=torch.float64)
