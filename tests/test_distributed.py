@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO
+from conftest import REPO, TINY_OPTIONS, run_recipe
 from rlhf.lattice_shards import LatticeShard, shard_paths
 from rlhf.torchrun import _free_port, standalone_on_free_port
 
@@ -93,6 +93,19 @@ def test_lattices_and_q_values_do_not_depend_on_the_number_of_processes(lattices
     # rank 1 logged to its own file; rank 0 wrote the summary
     assert list((lattices[2] / "log").glob("make-lattices-*.rank-1.log"))
     assert (lattices[2] / "qlearn-frame.md").is_file() and (lattices[2] / "lattices" / "stats.json").is_file()
+
+
+def test_recipe_stages_3_to_7_on_two_processes(tiny_recipe, tmp_path):
+    """./run.sh --world-size 2 from stage 3 on, in a copy of the tiny recipe's data."""
+    shutil.copytree(tiny_recipe.data_dir, tmp_path / "data")
+    result = run_recipe(tmp_path, *TINY_OPTIONS, "--stage", "3", "--world-size", "2", "--dist-timeout", "120")
+    assert result.returncode == 0, result.stdout
+    for stage in range(3, 8):
+        assert f"Stage {stage} done" in result.stdout
+    assert "INFO rank 0" in result.stdout and "rank 1" not in result.stdout  # rank 1 is quiet on the console
+    model_dir = tmp_path / "exp" / "ctc_tdnn"
+    assert list((model_dir / "log").glob("train-*.rank-1.log"))
+    assert (model_dir / "finetune" / "rl-hf-frame" / "comparison.md").is_file()
 
 
 def _relative_difference(a: dict, b: dict) -> float:
