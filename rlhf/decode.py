@@ -22,8 +22,8 @@ from typing import Optional, Sequence
 
 import k2
 import torch
-from rlhf import distributed
 
+from rlhf import distributed
 from rlhf.checkpoint import average_checkpoints, checkpoint_path, load_model
 from rlhf.cli import (HelpFormatter, add_dataclass_options, add_inference_options, add_model_dirs, add_stage_options,
                       dataclass_from_args, run_step)

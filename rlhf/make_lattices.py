@@ -25,8 +25,8 @@ import torch
 from lhotse import CutSet
 from torch.distributed.elastic.multiprocessing.errors import record
 
-from rlhf.checkpoint import average_checkpoints, checkpoint_path, model_digest
 from rlhf import distributed
+from rlhf.checkpoint import average_checkpoints, checkpoint_path, model_digest
 from rlhf.cli import (HelpFormatter, add_dataclass_options, add_distributed_options, add_inference_options,
                       add_model_dirs, add_stage_options, dataclass_from_args, run_step)
 from rlhf.ctc import CtcGraphCompiler, forced_alignments
