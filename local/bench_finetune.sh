@@ -29,6 +29,7 @@ heldout_utts=150              # rl-hf: training utterances held out for rho and 
 init_damping=0.01             # rl-hf: initial Levenberg-Marquardt lambda
 cg_max_iters=12               # rl-hf: most CG iterations per HF iteration
 lr=0.0001                     # Adam learning rate (all Adam methods)
+batch_frames=12000            # padded output frames per batch (all methods)
 seed=0
 out_dir=                      # default: <exp_dir>/finetune-bench-<reward>
 results_file=RESULTS.md       # append the table here ('' to skip)
@@ -56,7 +57,7 @@ for method in $methods; do
     --optimizer "$optimizer" --reward "$reward" --time-budget "$time_budget" --max-iters 1000000 \
     --eval-every 1000000 --eval-interval "$eval_interval" --grad-fraction "$grad_fraction" --lr "$lr" \
     --curvature-fraction "$curvature_fraction" --heldout-utts "$heldout_utts" --hf-init-damping "$init_damping" \
-    --hf-cg-max-iters "$cg_max_iters" \
+    --hf-cg-max-iters "$cg_max_iters" --batch-frames "$batch_frames" \
     --seed "$seed" --out-dir "$run_dir" --force "$force" "$lang_dir" "$data_dir/fbank" "$exp_dir" > /dev/null
   run_dirs+=("$run_dir")
 done
