@@ -13,6 +13,7 @@ import datetime
 import logging
 import os
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Sequence, TypeVar
@@ -99,6 +100,12 @@ def shutdown() -> None:
     global _context
     if dist.is_initialized():
         dist.barrier()
+        # torch 1.13's gloo worker thread frees a finished collective's tensors under the GIL,
+        # and the process group's destructor joins that thread while holding the GIL (fixed in
+        # later torch, pytorch#56297): a destructor that runs right after the last collective
+        # (DistributedDataParallel's, say) deadlocks. Sleeping releases the GIL so the worker
+        # can finish first.
+        time.sleep(0.2)
         dist.destroy_process_group()
     _context = SINGLE
 
