@@ -16,10 +16,13 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Sequence, TypeVar
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 import torch
 import torch.distributed as dist
+from tqdm import tqdm
+
+from rlhf.model import pick_device
 
 T = TypeVar("T")
 
@@ -46,12 +49,11 @@ class Context:
         return list(items[self.rank::self.world_size])
 
     def device(self, name: str) -> torch.device:
-        """``--device auto``: this rank's GPU (by local rank) when there are GPUs, else the CPU."""
-        if name == "auto":
-            if torch.cuda.is_available():
-                return torch.device("cuda", self.local_rank % torch.cuda.device_count())
-            return torch.device("cpu")
-        return torch.device(name)
+        """``--device`` as rlhf.model.pick_device reads it, but ``auto`` on GPUs is this rank's
+        GPU (by local rank)."""
+        if name == "auto" and torch.cuda.is_available():
+            return torch.device("cuda", self.local_rank % torch.cuda.device_count())
+        return pick_device(name)
 
 
 SINGLE = Context()
@@ -162,7 +164,7 @@ def broadcast_parameters(params: Sequence[torch.Tensor], src: int = 0) -> None:
 
 
 @contextlib.contextmanager
-def shared_output(path: Path, ctx: Optional[Context] = None) -> Iterator[Path]:
+def shared_output(path: Path) -> Iterator[Path]:
     """A directory that every rank writes its own files into, renamed to ``path`` once all ranks
     are done (rlhf.stage.atomic_output for a job of several processes).
 
@@ -170,7 +172,7 @@ def shared_output(path: Path, ctx: Optional[Context] = None) -> Iterator[Path]:
     after a failure it is left for the next run, which clears it, and ``path`` is untouched.
     Ranks share the file system (as Kaldi's jobs do).
     """
-    ctx = ctx or context()
+    ctx = context()
     path = Path(path)
     tmp = path.with_name(f".tmp.{path.name}")
     if ctx.is_main:
@@ -187,7 +189,6 @@ def shared_output(path: Path, ctx: Optional[Context] = None) -> Iterator[Path]:
     barrier()
 
 
-def progress_bar(iterable=None, **kwargs):
+def progress_bar(iterable=None, **kwargs) -> tqdm:
     """tqdm on rank 0 only (one bar per job, not one per process)."""
-    from tqdm import tqdm
     return tqdm(iterable, disable=not context().is_main, dynamic_ncols=True, **kwargs)

@@ -26,7 +26,7 @@ def _std_from_str(vm: str):
     raise ValueError(f"{vm} does not match {api._VALUE_REGEX} or {api._MAPPING_REGEX}")
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("localhost", 0))
         return s.getsockname()[1]
@@ -39,7 +39,7 @@ def standalone_on_free_port(argv: list[str]) -> list[str]:
     if "--standalone" not in argv[:end]:
         return argv
     i = argv.index("--standalone")
-    return argv[:i] + ["--nnodes=1", "--rdzv_backend=c10d", f"--rdzv_endpoint=localhost:{_free_port()}",
+    return argv[:i] + ["--nnodes=1", "--rdzv_backend=c10d", f"--rdzv_endpoint=localhost:{free_port()}",
                        f"--rdzv_id={uuid.uuid4()}"] + argv[i + 1:]
 
 

@@ -55,3 +55,10 @@ def tiny_recipe(tmp_path_factory) -> RecipeRun:
     result = run_recipe(workdir, *TINY_OPTIONS)
     assert result.returncode == 0, result.stdout
     return RecipeRun(workdir, result.stdout)
+
+
+def relative_difference(a: dict, b: dict) -> float:
+    """|a - b| / |b| over the floating-point tensors of two state dicts (``b`` the reference)."""
+    keys = [k for k, v in b.items() if v.is_floating_point()]
+    diff = sum(float(((a[k].double() - b[k].double()) ** 2).sum()) for k in keys) ** 0.5
+    return diff / sum(float((b[k].double() ** 2).sum()) for k in keys) ** 0.5

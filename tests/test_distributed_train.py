@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from batches import make_word_lang
-from conftest import REPO
+from conftest import REPO, relative_difference
 from rlhf.checkpoint import checkpoint_path
 
 STEP_SCRIPT = REPO / "tests" / "ddp_step.py"
@@ -25,12 +25,6 @@ def run(args: list, cwd: Path = REPO, timeout: float = 240) -> subprocess.Comple
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     return subprocess.run([str(a) for a in args], cwd=cwd, env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True, timeout=timeout)
-
-
-def relative_difference(a: dict, b: dict) -> float:
-    """|a - b| / |b| over all tensors of two state dicts (b the reference)."""
-    diff = sum(((a[k].double() - b[k].double()) ** 2).sum() for k in b) ** 0.5
-    return float(diff / sum((v.double() ** 2).sum() for v in b.values()) ** 0.5)
 
 
 def test_ddp_steps_equal_one_process_steps_on_the_concatenated_batches(tmp_path):
