@@ -2,7 +2,7 @@
 # Kaldi's cmd.sh says how jobs reach a cluster. Sourced by run.sh; used by utils/launch.sh,
 # which adds `--nproc_per_node <world-size / num_nodes> -m <step module> <options>`.
 # The job's size is run.sh's --world-size (processes in all); ranks must share the file system.
-# `python -m rlhf.torchrun` is torch's torchrun (same options) with its Python 3.11 bug fixed.
+# `python -m rlhf.torchrun` is torch's torchrun (same options) whose --standalone takes a free port.
 
 # One machine (the default): local processes, rendezvous on this host (gloo on CPU, NCCL on GPU).
 export num_nodes=1

@@ -25,13 +25,17 @@ snr_max=25                    # highest SNR of the additive noise, dB
 reverb_prob=0.5               # share of utterances with reverberation
 bpe_vocab_size=200            # sentencepiece vocabulary size; lang dir is data/lang_bpe_<N>
 lm_order=3                    # word n-gram LM order
+speed_perturb=false           # stage 2: add 0.9x and 1.1x speed copies of the training utterances
 model_name=ctc_tdnn           # the model's directory: <exp_dir>/<model_name>
 num_epochs=12                 # training epochs (stage 3)
 start_epoch=1                 # resume training from <exp_dir>/<model_name>/epoch-(N-1).pt
 max_duration=120              # seconds of audio per training batch
 lr=0.002                      # peak Adam learning rate
-hidden_dim=256                # TDNN width
-num_layers=8                  # TDNN blocks
+encoder=tdnn                  # tdnn, or conformer (torchaudio's Conformer)
+hidden_dim=256                # encoder width
+num_layers=8                  # encoder blocks
+num_heads=4                   # conformer attention heads
+ffn_dim=1024                  # conformer feed-forward size
 train_seed=42                 # model initialization, batch order and dropout
 device=auto                   # auto (GPU when there is one), cpu, cuda:0, ...
 epoch=                        # decode this epoch's checkpoint (default: --num-epochs)
@@ -49,7 +53,7 @@ gamma=1.0                     # stage 6: discount
 temperature=0                 # stage 6: 0 for max (Q-learning), > 0 for the soft (log-sum-exp) values
 kappa=1.0                     # stage 7: acoustic scale of the re-scored lattice arcs
 ctc_weight=0.0                # stage 7: weight of the CTC regularizer
-trainable=all                 # stage 7: all, or top-K (output layer and the last K-1 TDNN blocks)
+trainable=all                 # stage 7: all, or top-K (output layer and the last K-1 encoder blocks)
 hf_iters=12                   # stage 7: Hessian-free iterations ...
 hf_time_budget=0              # stage 7: ... or seconds of optimization (0: no limit)
 grad_fraction=0.25            # stage 7: share of the training lattices in each HF gradient
@@ -106,8 +110,8 @@ if run_stage 2; then
   for split in train dev test; do
     require "$manifest_dir/synth_recordings_$split.jsonl.gz" 0
   done
-  "$here/steps/compute_fbank.sh" --corpus synth --nj "$nj" --force "$force" --log-dir "$log_dir" \
-    "$manifest_dir" "$fbank_dir"
+  "$here/steps/compute_fbank.sh" --corpus synth --nj "$nj" --speed-perturb "$speed_perturb" --force "$force" \
+    --log-dir "$log_dir" "$manifest_dir" "$fbank_dir"
   log "Stage 2 done: cuts in $fbank_dir"
 fi
 
@@ -116,8 +120,8 @@ if run_stage 3; then
   require "$fbank_dir/synth_cuts_train.jsonl.gz" 2
   require "$lang_dir/tokens.txt" 1
   "$here/steps/train_ctc.sh" "${dist_opts[@]}" --num-epochs "$num_epochs" --start-epoch "$start_epoch" \
-    --max-duration "$max_duration" --lr "$lr" --hidden-dim "$hidden_dim" --num-layers "$num_layers" \
-    --seed "$train_seed" --device "$device" --force "$force" "$lang_dir" "$fbank_dir" "$model_dir"
+    --max-duration "$max_duration" --lr "$lr" --encoder "$encoder" --hidden-dim "$hidden_dim" \
+    --num-layers "$num_layers" --num-heads "$num_heads" --ffn-dim "$ffn_dim" --seed "$train_seed" --device "$device" --force "$force" "$lang_dir" "$fbank_dir" "$model_dir"
   log "Stage 3 done: checkpoints, training-curve.png and tensorboard/ in $model_dir"
 fi
 

@@ -5,7 +5,7 @@ setup(
     version="0.1.0",
     description="Kaldi-style recipes: k2 CTC baseline, lattice Q-learning and Hessian-free fine-tuning",
     packages=find_packages(include=["rlhf", "rlhf.*"]),
-    python_requires="==3.11.*",
+    python_requires="==3.10.*",
     entry_points={
         "console_scripts": [
             "rlhf-synth-corpus=rlhf.corpus.synthesize:main",

@@ -39,6 +39,23 @@ def load_cuts(path: Path) -> CutSet:
     return cuts
 
 
+def is_speed_perturbed(cut) -> bool:
+    """Whether a cut is a speed-perturbed copy (stage 2's ``--speed-perturb``), by its recording's transforms."""
+    recording = getattr(cut, "recording", None)
+    transforms = getattr(recording, "transforms", None) or []
+    # lhotse keeps a transform as an object (``lhotse.augmentation.Speed``) or, unparsed, as its dict.
+    return any((t.get("name") if isinstance(t, dict) else type(t).__name__) == "Speed" for t in transforms)
+
+
+def is_original(cut) -> bool:
+    return not is_speed_perturbed(cut)
+
+
+def original_cuts(cuts: CutSet) -> CutSet:
+    """The cuts without their speed-perturbed copies (lattices are made for the original audio only)."""
+    return cuts.filter(is_original)  # a module-level function: lhotse's lazy filter must pickle it
+
+
 def make_dataloader(cuts: CutSet, max_duration: float, shuffle: bool, seed: int = 0, num_buckets: int = 10,
                     num_workers: int = 0, spec_augment: bool = False, num_features: int = 80,
                     world_size: int = 1, rank: int = 0) -> DataLoader:

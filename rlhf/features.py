@@ -3,6 +3,10 @@
 Writes ``<fbank_dir>/<corpus>_cuts_<split>.jsonl.gz`` (cuts with features attached) and
 the lilcom archives under ``<fbank_dir>/<corpus>_feats_<split>/``. Feature paths in the
 cuts are absolute, so the cuts stay valid wherever the command is run from.
+
+With ``--speed-perturb true`` the training split also gets each utterance at speeds 0.9 and
+1.1 (lhotse's resampling speed perturbation, as in Kaldi, icefall and ESPnet recipes): three
+cuts per utterance, the copies named ``<id>_sp0.9`` and ``<id>_sp1.1``.
 """
 
 import argparse
@@ -17,7 +21,7 @@ import torch
 from lhotse import CutSet, Fbank, FbankConfig, LilcomChunkyWriter, load_manifest_lazy
 from tqdm import tqdm
 
-from rlhf.cli import add_stage_options, run_step
+from rlhf.cli import add_stage_options, run_step, str2bool
 from rlhf.log import setup_logging
 from rlhf.manifests import manifest_path
 from rlhf.stage import StageMarker, atomic_output
@@ -37,8 +41,17 @@ def _extract(job: tuple[CutSet, Path, FbankConfig]) -> CutSet:
     )
 
 
+SPEED_FACTORS = (0.9, 1.1)
+TRAIN_SPLIT = "train"
+
+
+def with_speed_perturbation(cuts: CutSet) -> CutSet:
+    """The cuts, then their copies at each of ``SPEED_FACTORS`` (durations divided by the factor)."""
+    return CutSet.from_cuts([*cuts, *(c for factor in SPEED_FACTORS for c in cuts.perturb_speed(factor))])
+
+
 def compute_fbank_split(manifest_dir: Path, fbank_dir: Path, corpus: str, split: str, num_jobs: int,
-                        num_mel_bins: int = 80) -> Path:
+                        num_mel_bins: int = 80, speed_perturb: bool = False) -> Path:
     """Compute features for one split with ``num_jobs`` processes; returns the cut manifest's path.
 
     The cuts are cut into many more chunks than jobs so the progress bar moves steadily.
@@ -48,6 +61,8 @@ def compute_fbank_split(manifest_dir: Path, fbank_dir: Path, corpus: str, split:
     cuts = CutSet.from_manifests(recordings=recordings, supervisions=supervisions).trim_to_supervisions(
         keep_overlapping=False)
     cuts = CutSet.from_cuts(c.with_id(c.supervisions[0].id) for c in cuts)  # cut id = utterance id
+    if speed_perturb:
+        cuts = with_speed_perturbation(cuts)
     cuts_path = manifest_path(fbank_dir, corpus, "cuts", split)
     storage = (fbank_dir / f"{corpus}_feats_{split}").resolve()
     if storage.exists():
@@ -69,15 +84,19 @@ def compute_fbank_split(manifest_dir: Path, fbank_dir: Path, corpus: str, split:
 
 
 def compute_fbank(manifest_dir: Path, fbank_dir: Path, corpus: str, splits: Sequence[str], num_jobs: int,
-                  num_mel_bins: int = 80, force: bool = False) -> None:
+                  num_mel_bins: int = 80, force: bool = False, speed_perturb: bool = False) -> None:
+    """Features for every split; with ``speed_perturb`` the ``train`` split gets its 0.9x and 1.1x copies."""
     inputs = [p for split in splits for p in manifest_paths(manifest_dir, corpus, split)]
-    marker = StageMarker(fbank_dir, "compute_fbank", {"corpus": corpus, "splits": list(splits),
-                                                     "num_mel_bins": num_mel_bins}, inputs)
+    options = {"corpus": corpus, "splits": list(splits), "num_mel_bins": num_mel_bins}
+    if speed_perturb:  # recorded only when on, so markers written before the option existed stay valid
+        options["speed_perturb"] = list(SPEED_FACTORS)
+    marker = StageMarker(fbank_dir, "compute_fbank", options, inputs)
     if marker.skip_if_complete(force):
         return
     fbank_dir.mkdir(parents=True, exist_ok=True)
     for split in splits:
-        compute_fbank_split(manifest_dir, fbank_dir, corpus, split, num_jobs, num_mel_bins)
+        compute_fbank_split(manifest_dir, fbank_dir, corpus, split, num_jobs, num_mel_bins,
+                            speed_perturb and split == TRAIN_SPLIT)
     marker.write()
 
 
@@ -89,11 +108,14 @@ def main(argv: Optional[list[str]] = None) -> None:
     p.add_argument("--splits", default="train dev test", help="space-separated")
     p.add_argument("--nj", type=int, default=1, help="parallel jobs")
     p.add_argument("--num-mel-bins", type=int, default=80, help="fbank bins (e.g. 23 for 8 kHz audio)")
+    p.add_argument("--speed-perturb", type=str2bool, default=False,
+                   help=f"add copies of every '{TRAIN_SPLIT}' utterance at speeds "
+                        f"{' and '.join(map(str, SPEED_FACTORS))} (3x the training data; true/false)")
     add_stage_options(p)
     args = p.parse_args(argv)
     setup_logging(args.log_dir, "compute_fbank")
     run_step(lambda: compute_fbank(args.manifest_dir, args.fbank_dir, args.corpus, args.splits.split(), args.nj,
-                                   args.num_mel_bins, args.force))
+                                   args.num_mel_bins, args.force, args.speed_perturb))
 
 
 if __name__ == "__main__":

@@ -74,7 +74,7 @@ class FinetuneConfig:
     ctc_weight: float = 0.0         # rl: weight of the CTC regularizer
     curvature: str = "softmax"      # hf output curvature: per-frame Fisher of the network softmax or lattice occupancy
     num_paths: int = 8              # edit reward and mwer: paths sampled per lattice
-    trainable: str = "all"          # all, or top-K: the output layer and the last K-1 TDNN blocks
+    trainable: str = "all"          # all, or top-K: the output layer and the last K-1 encoder blocks
     max_iters: int = 12             # HF iterations (adam: updates)
     time_budget: float = 0.0        # stop after this many seconds of optimization (0: no limit)
     eval_every: int = 1             # dev WER every this many iterations (adam: updates) ...
@@ -120,7 +120,8 @@ def trainable_parameters(model: CtcModel, trainable: str) -> list[torch.nn.Param
         modules = [model]
     else:
         k = int(trainable[4:])
-        top_blocks = list(model.blocks)[len(model.blocks) - (k - 1):] if k > 1 else []
+        layers = model.encoder_layers()
+        top_blocks = layers[len(layers) - (k - 1):] if k > 1 else []
         modules = [model.final_norm, model.output] + top_blocks
     chosen = {id(p) for m in modules for p in m.parameters()}
     for p in model.parameters():

@@ -9,7 +9,8 @@ cannot be aligned: counted, not fatal) and throughput in frames per second.
 
 A shard is ``--shard-size`` consecutive cuts of the manifest. Run as several processes
 (``steps/make_lattices.sh --world-size N``), each rank decodes every N-th shard; the shards are
-the same files whatever N is.
+the same files whatever N is. Speed-perturbed training copies (stage 2's ``--speed-perturb``)
+get no lattices: sequence training runs on the original audio.
 """
 
 import argparse
@@ -30,7 +31,7 @@ from rlhf.checkpoint import average_checkpoints, checkpoint_path, model_digest
 from rlhf.cli import (HelpFormatter, add_dataclass_options, add_distributed_options, add_inference_options,
                       add_model_dirs, add_stage_options, dataclass_from_args, run_step)
 from rlhf.ctc import CtcGraphCompiler, forced_alignments
-from rlhf.data import batch_inputs, load_cuts, make_dataloader
+from rlhf.data import batch_inputs, load_cuts, make_dataloader, original_cuts
 from rlhf.decode import LatticeConfig, get_lattice, get_texts, lattice_num_arcs, search_graph
 from rlhf.graphs import load_graph, read_symbols
 from rlhf.lang.tokenizer import Tokenizer
@@ -230,7 +231,7 @@ def make_lattices(lang_dir: Path, fbank_dir: Path, exp_dir: Path, corpus: str, s
     summary = {}
     for split, cuts_path in zip(splits, cut_paths):
         with distributed.shared_output(lattice_dir / split) as tmp:
-            stats = make_split_lattices(maker, load_cuts(cuts_path), tmp, shard_size, max_duration,
+            stats = make_split_lattices(maker, original_cuts(load_cuts(cuts_path)), tmp, shard_size, max_duration,
                                         {**meta, "split": split}, max_utts)
             summary[split] = stats.summary()
             if ctx.is_main:

@@ -1,27 +1,58 @@
-"""The baseline acoustic model: a 4x-subsampling convolutional front end and a residual TDNN.
+"""The baseline acoustic model: a 4x-subsampling convolutional front end, then an encoder.
 
-Small enough to train on two CPU cores, and every size is an option so it scales up on a GPU.
-It uses LayerNorm rather than BatchNorm: no train/eval difference, no statistics polluted by
-padding, and forward-mode autodiff (needed for the Hessian-free curvature products) works
-through it.
+Two encoders (``--encoder``):
+- ``tdnn``: residual TDNN blocks. Small enough to train on two CPU cores. It uses LayerNorm
+  rather than BatchNorm: no train/eval difference, no statistics polluted by padding, and
+  forward-mode autodiff (the Hessian-free curvature products) works through it.
+- ``conformer``: torchaudio's Conformer (Gulati et al. 2020), the encoder of most current
+  recipes (icefall, ESPnet), with the padding masked in attention and convolutions. Its
+  convolution module keeps torchaudio's BatchNorm: decoding, lattices and fine-tuning run in
+  eval mode, where BatchNorm is a fixed per-channel map, so an utterance's output does not
+  depend on its batch (GroupNorm would mix the padding into every frame's statistics).
+  Forward-mode autodiff passes it: torchaudio's attention is not batch-first, so torch 1.13
+  never takes its fused eval-mode kernel (which forward mode cannot pass; where an op fails,
+  ``rlhf.hf.ggn_vector_product`` falls back to the double-backward R-op by itself).
+
+Every size is an option, so both scale up on a GPU.
 """
 
+import argparse
 from dataclasses import asdict, dataclass
+from typing import Optional
 
 import torch
+import torchaudio
 from torch import nn
+
+ENCODERS = ("tdnn", "conformer")
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     num_features: int = 80      # fbank bins
     vocab_size: int = 200       # CTC outputs, blank (id 0) included
+    encoder: str = "tdnn"       # tdnn or conformer
     subsampling_channels: int = 32
-    hidden_dim: int = 256
-    num_layers: int = 8
-    kernel_size: int = 3
-    dilations: tuple[int, ...] = (1, 2, 4)  # cycled over the layers
+    hidden_dim: int = 256       # encoder width (the conformer's attention dimension)
+    num_layers: int = 8         # TDNN or conformer blocks
+    kernel_size: int = 3        # TDNN convolution kernel
+    dilations: tuple[int, ...] = (1, 2, 4)  # TDNN dilations, cycled over the layers
+    num_heads: int = 4          # conformer attention heads
+    ffn_dim: int = 1024         # conformer feed-forward hidden size
+    conv_kernel_size: int = 15  # conformer depthwise convolution kernel
     dropout: float = 0.1
+
+    def check(self) -> None:
+        if self.encoder not in ENCODERS:
+            raise ValueError(f"--encoder must be one of {', '.join(ENCODERS)}, got {self.encoder!r}")
+        if self.encoder == "tdnn" and self.kernel_size % 2 != 1:
+            raise ValueError(f"--kernel-size must be odd, got {self.kernel_size}")
+        if self.encoder == "conformer":
+            if self.hidden_dim % self.num_heads:
+                raise ValueError(f"--hidden-dim ({self.hidden_dim}) must be a multiple of --num-heads "
+                                 f"({self.num_heads})")
+            if self.conv_kernel_size % 2 != 1:
+                raise ValueError(f"--conv-kernel-size must be odd, got {self.conv_kernel_size}")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -30,7 +61,38 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
+        """Checkpoints made before an option existed get its default (the TDNN's behaviour)."""
         return cls(**{**d, "dilations": tuple(d["dilations"])})
+
+
+def add_model_options(p: argparse.ArgumentParser) -> None:
+    """The ``ModelConfig`` options of stage 3 (every later stage reads them from the checkpoint)."""
+    d = ModelConfig()
+    p.add_argument("--encoder", choices=ENCODERS, default=d.encoder,
+                   help="encoder after the 4x subsampling front end: residual TDNN blocks, or torchaudio's Conformer")
+    p.add_argument("--hidden-dim", type=int, default=d.hidden_dim,
+                   help="encoder width (the conformer's attention dimension)")
+    p.add_argument("--num-layers", type=int, default=d.num_layers, help="encoder blocks (TDNN or conformer)")
+    p.add_argument("--subsampling-channels", type=int, default=d.subsampling_channels,
+                   help="channels of the 4x subsampling convolutions")
+    p.add_argument("--kernel-size", type=int, default=d.kernel_size, help="TDNN convolution kernel in frames (odd)")
+    p.add_argument("--dilations", default=",".join(map(str, d.dilations)),
+                   help="TDNN dilations, comma-separated, cycled over the blocks")
+    p.add_argument("--num-heads", type=int, default=d.num_heads, help="conformer attention heads")
+    p.add_argument("--ffn-dim", type=int, default=d.ffn_dim, help="conformer feed-forward hidden size")
+    p.add_argument("--conv-kernel-size", type=int, default=d.conv_kernel_size,
+                   help="conformer depthwise convolution kernel in frames (odd)")
+    p.add_argument("--dropout", type=float, default=d.dropout, help="dropout probability in every encoder block")
+
+
+def model_config_from_args(args: argparse.Namespace, num_features: int, vocab_size: int) -> ModelConfig:
+    config = ModelConfig(num_features=num_features, vocab_size=vocab_size, encoder=args.encoder,
+                         subsampling_channels=args.subsampling_channels, hidden_dim=args.hidden_dim,
+                         num_layers=args.num_layers, kernel_size=args.kernel_size,
+                         dilations=tuple(int(x) for x in args.dilations.split(",")), num_heads=args.num_heads,
+                         ffn_dim=args.ffn_dim, conv_kernel_size=args.conv_kernel_size, dropout=args.dropout)
+    config.check()
+    return config
 
 
 def subsampled_lengths(num_frames: torch.Tensor) -> torch.Tensor:
@@ -70,26 +132,78 @@ class TdnnBlock(nn.Module):
         return x + self.dropout(torch.relu(y))
 
 
+class ConformerBlocks(nn.Module):
+    """torchaudio's conformer layers over (N, T, D), with the padding masked everywhere.
+
+    Attention gets a key padding mask from the lengths, and the padded frames are zeroed at the
+    input of every depthwise convolution (a forward pre-hook, so the modules and their parameter
+    names stay torchaudio's). Without the second, the convolution carries the padding into an
+    utterance's last frames and the next layer's attention spreads it over all of them.
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.conformer = torchaudio.models.Conformer(
+            input_dim=config.hidden_dim, num_heads=config.num_heads, ffn_dim=config.ffn_dim,
+            num_layers=config.num_layers, depthwise_conv_kernel_size=config.conv_kernel_size,
+            dropout=config.dropout)
+        self._keep: Optional[torch.Tensor] = None  # (N, 1, T): 1 on real frames, set by forward
+        for layer in self.conformer.conformer_layers:
+            layer.conv_module.sequential[2].register_forward_pre_hook(self._zero_padding)
+
+    def _zero_padding(self, module: nn.Module, inputs: tuple[torch.Tensor]) -> tuple[torch.Tensor]:
+        return (inputs[0] * self._keep,)
+
+    def layers(self) -> list[nn.Module]:
+        return list(self.conformer.conformer_layers)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        # torchaudio's Conformer.forward, with the mask sized by x rather than by max(lengths).
+        padding = torch.arange(x.size(1), device=x.device)[None, :] >= lengths[:, None]
+        self._keep = (~padding).unsqueeze(1).to(x.dtype)
+        x = x.transpose(0, 1)
+        for layer in self.conformer.conformer_layers:
+            x = layer(x, padding)
+        self._keep = None
+        return x.transpose(0, 1)
+
+
+class TdnnBlocks(nn.Sequential):
+    """The residual TDNN blocks over (N, T, D); the lengths are not needed ('same' convolutions)."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__(*(
+            TdnnBlock(config.hidden_dim, config.kernel_size, config.dilations[i % len(config.dilations)],
+                      config.dropout)
+            for i in range(config.num_layers)))
+
+    def layers(self) -> list[nn.Module]:
+        return list(self)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return super().forward(x)
+
+
 class CtcModel(nn.Module):
     """Features (N, T, F) and their lengths -> CTC log-probs (N, T', V) and lengths T'."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
-        if config.kernel_size % 2 != 1:
-            raise ValueError(f"--kernel-size must be odd, got {config.kernel_size}")
+        config.check()
         self.config = config
         self.frontend = Conv2dSubsampling(config.num_features, config.subsampling_channels, config.hidden_dim)
-        self.blocks = nn.Sequential(*(
-            TdnnBlock(config.hidden_dim, config.kernel_size, config.dilations[i % len(config.dilations)],
-                      config.dropout)
-            for i in range(config.num_layers)))
+        self.blocks = TdnnBlocks(config) if config.encoder == "tdnn" else ConformerBlocks(config)
         self.final_norm = nn.LayerNorm(config.hidden_dim)
         self.output = nn.Linear(config.hidden_dim, config.vocab_size)
+
+    def encoder_layers(self) -> list[nn.Module]:
+        """The encoder's blocks in order, input side first (``--trainable top-K`` takes the last ones)."""
+        return self.blocks.layers()
 
     def forward(self, features: torch.Tensor, num_frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.frontend(normalize_per_utterance(features, num_frames))
         lengths = subsampled_lengths(num_frames)
-        x = self.blocks(x)
+        x = self.blocks(x, lengths)
         return self.output(self.final_norm(x)).log_softmax(dim=-1), lengths
 
 

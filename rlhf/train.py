@@ -44,7 +44,7 @@ from rlhf.export import export_lang
 from rlhf.lang.tokenizer import Tokenizer
 from rlhf.log import setup_logging
 from rlhf.manifests import manifest_path
-from rlhf.model import CtcModel, ModelConfig, num_parameters
+from rlhf.model import CtcModel, ModelConfig, add_model_options, model_config_from_args, num_parameters
 from rlhf.scoring import Utterance, compute_wer
 from rlhf.stage import StageMarker, atomic_output
 
@@ -373,24 +373,6 @@ def write_history(exp_dir: Path, history: list[EpochStats]) -> None:
     with atomic_output(exp_dir / "training-curve.png") as tmp:
         fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
-
-
-def add_model_options(p: argparse.ArgumentParser) -> None:
-    d = ModelConfig()
-    p.add_argument("--hidden-dim", type=int, default=d.hidden_dim, help="TDNN width")
-    p.add_argument("--num-layers", type=int, default=d.num_layers, help="TDNN blocks")
-    p.add_argument("--subsampling-channels", type=int, default=d.subsampling_channels,
-                   help="channels of the 4x subsampling convolutions")
-    p.add_argument("--kernel-size", type=int, default=d.kernel_size, help="TDNN kernel (odd)")
-    p.add_argument("--dilations", default=",".join(map(str, d.dilations)), help="cycled over the TDNN blocks")
-    p.add_argument("--dropout", type=float, default=d.dropout, help="dropout in every TDNN block")
-
-
-def model_config_from_args(args: argparse.Namespace, num_features: int, vocab_size: int) -> ModelConfig:
-    return ModelConfig(num_features=num_features, vocab_size=vocab_size,
-                       subsampling_channels=args.subsampling_channels, hidden_dim=args.hidden_dim,
-                       num_layers=args.num_layers, kernel_size=args.kernel_size,
-                       dilations=tuple(int(x) for x in args.dilations.split(",")), dropout=args.dropout)
 
 
 @record

@@ -19,6 +19,8 @@ RECIPE = REPO / "egs" / "librispeech" / "run.sh"
 LAYOUT = {"train-clean-5": {"103": ["1240", "1241"], "1034": ["121119"], "1040": ["133433"]},
           "dev-clean-2": {"1272": ["135031"], "1462": ["170142"]}}
 UTTS_PER_CHAPTER = {"train-clean-5": 7, "dev-clean-2": 3}
+# The recipe's default encoder (torchaudio's Conformer), at test size.
+TINY_CONFORMER = ["--num-heads", "4", "--ffn-dim", "64", "--conv-kernel-size", "7"]
 
 
 def write_librispeech(root: Path) -> dict[str, dict[str, str]]:
@@ -52,7 +54,8 @@ def librispeech(tmp_path_factory):
     write_unigram_arpa(work / "download" / "lm" / "3-gram.pruned.1e-7.arpa.gz",
                        {w for part in texts.values() for t in part.values() for w in t.split()})
     result = run_recipe(work, "--mini", "true", "--corpus-dir", str(root / "corpus" / "LibriSpeech"), "--nj", "2",
-                        "--bpe-vocab-size", "50", "--lm", "published", *TINY_MODEL_OPTIONS, script=RECIPE)
+                        "--bpe-vocab-size", "50", "--lm", "published", *TINY_MODEL_OPTIONS, *TINY_CONFORMER,
+                        script=RECIPE)
     assert result.returncode == 0, result.stdout
     return work, texts, result.stdout
 
@@ -84,7 +87,7 @@ def test_stages_1_to_4_run_on_the_shared_steps(librispeech):
     assert (work / "data" / "lm" / "lm_3gram.arpa").read_text().startswith("\\data\\\nngram 1=")
     cuts = load_manifest(work / "data" / "fbank" / "librispeech_cuts_dev-clean-2.jsonl.gz")
     assert sorted(cuts.ids) == sorted(texts["dev-clean-2"])
-    exp = work / "exp" / "ctc_tdnn"
+    exp = work / "exp" / "conformer_ctc"
     errs = (exp / "hlg-1best" / "errs-dev-clean-2-epoch-2-avg-2.txt").read_text()
     assert errs.startswith("%WER")
     assert "| hlg-1best |" in output
@@ -118,9 +121,9 @@ def test_train_lm_compiles_a_given_arpa_and_drops_oov_ngrams(tmp_path):
 def test_rerun_of_training_and_decoding_keeps_the_exported_model(librispeech):
     """Stage 3 exports lang/ without HLG.pt and stage 4 adds it; a re-run redoes neither."""
     work, _, _ = librispeech
-    exp = work / "exp" / "ctc_tdnn"
+    exp = work / "exp" / "conformer_ctc"
     before = {p: p.stat().st_mtime_ns for p in (exp / "lang").iterdir()}
-    result = run_recipe(work, "--mini", "true", "--bpe-vocab-size", "50", *TINY_MODEL_OPTIONS, "--stage", "3",
+    result = run_recipe(work, "--mini", "true", "--bpe-vocab-size", "50", *TINY_MODEL_OPTIONS, *TINY_CONFORMER, "--stage", "3",
                         script=RECIPE)
     assert result.returncode == 0, result.stdout
     for step in ("export_lang", "train", "compile_hlg", "decode-epoch-2-avg-2", "export_hlg"):

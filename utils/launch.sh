@@ -5,7 +5,7 @@
 # machine on M machines. The launcher is a torchrun command line without --nproc_per_node
 # (this script adds it); it comes from --cmd, else $launch_cmd (cmd.sh), else
 # "python -m rlhf.torchrun --standalone" (local processes on this machine; rlhf.torchrun is
-# torch's torchrun with its Python 3.11 bug fixed). With N = 1 on one machine the
+# torch's torchrun, its --standalone on a free port). With N = 1 on one machine the
 # module runs as a plain process, without torchrun. Exit status: the job's (non-zero when any
 # rank fails; torchrun then stops the other ranks).
 set -euo pipefail

@@ -22,14 +22,16 @@ data_dir=data                 # manifests, lang, LM and features go here
 exp_dir=exp                   # models and decoding results go here
 bpe_vocab_size=500            # sentencepiece vocabulary size; lang dir is data/lang_bpe_<N>
 lm_order=3                    # word n-gram order of the LM estimated from the training transcripts
+speed_perturb=false           # stage 2: add 0.9x and 1.1x speed copies of the training utterances
 model_name=ctc_tdnn           # the model's directory: <exp_dir>/<model_name>
 num_epochs=30                 # training epochs
 start_epoch=1                 # resume training from <exp_dir>/<model_name>/epoch-(N-1).pt
 max_duration=600              # seconds of audio per training batch
 lr=0.002                      # peak Adam learning rate
 warmup_steps=1000             # learning-rate warm-up (steps)
-hidden_dim=512                # TDNN width
-num_layers=12                 # TDNN blocks
+encoder=tdnn                  # tdnn, or conformer (torchaudio's Conformer)
+hidden_dim=512                # encoder width
+num_layers=12                 # encoder blocks
 train_seed=42                 # model initialization, batch order and dropout
 device=auto                   # auto (GPU when there is one), cpu, cuda:0, ...
 avg=5                         # decode the last epoch averaged with the K-1 before it
@@ -87,7 +89,7 @@ if run_stage 2; then
   log "Stage 2: fbank features and cut manifests"
   require "$manifest_dir/${corpus}_recordings_train.jsonl.gz" 0
   "$root/steps/compute_fbank.sh" --corpus "$corpus" --splits "train $heldout" --num-mel-bins "$num_mel_bins" \
-    --nj "$nj" --force "$force" --log-dir "$log_dir" "$manifest_dir" "$fbank_dir"
+    --nj "$nj" --speed-perturb "$speed_perturb" --force "$force" --log-dir "$log_dir" "$manifest_dir" "$fbank_dir"
 fi
 
 if run_stage 3; then
@@ -96,7 +98,8 @@ if run_stage 3; then
   require "$lang_dir/tokens.txt" 1
   "$root/steps/train_ctc.sh" "${dist_opts[@]}" --corpus "$corpus" --dev-split "$dev_split" --num-features "$num_mel_bins" \
     --num-epochs "$num_epochs" --start-epoch "$start_epoch" --max-duration "$max_duration" --lr "$lr" \
-    --warmup-steps "$warmup_steps" --hidden-dim "$hidden_dim" --num-layers "$num_layers" --seed "$train_seed" \
+    --warmup-steps "$warmup_steps" --encoder "$encoder" --hidden-dim "$hidden_dim" --num-layers "$num_layers" \
+    --seed "$train_seed" \
     --device "$device" --force "$force" "$lang_dir" "$fbank_dir" "$model_dir"
 fi
 

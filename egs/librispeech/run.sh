@@ -22,14 +22,19 @@ exp_dir=exp                   # models and decoding results go here
 bpe_vocab_size=500            # sentencepiece vocabulary size; lang dir is data/lang_bpe_<N>
 lm=estimate                   # word 3-gram for HLG: estimate (from the training transcripts) or published (OpenSLR 11, downloaded)
 lm_order=3                    # word n-gram order
-model_name=ctc_tdnn           # the model's directory: <exp_dir>/<model_name>
+speed_perturb=true            # stage 2: add 0.9x and 1.1x speed copies of the training utterances
+model_name=conformer_ctc      # the model's directory: <exp_dir>/<model_name>
 num_epochs=30                 # training epochs
 start_epoch=1                 # resume training from <exp_dir>/<model_name>/epoch-(N-1).pt
 max_duration=600              # seconds of audio per training batch
 lr=0.002                      # peak Adam learning rate
 warmup_steps=1000             # learning-rate warm-up (steps)
-hidden_dim=512                # TDNN width
-num_layers=12                 # TDNN blocks
+encoder=conformer             # conformer (torchaudio's Conformer) or tdnn
+hidden_dim=512                # encoder width (attention dimension)
+num_layers=12                 # encoder blocks
+num_heads=8                   # conformer attention heads
+ffn_dim=2048                  # conformer feed-forward size
+conv_kernel_size=31           # conformer depthwise convolution kernel
 train_seed=42                 # model initialization, batch order and dropout
 device=auto                   # auto (GPU when there is one), cpu, cuda:0, ...
 avg=5                         # decode the last epoch averaged with the K-1 before it
@@ -45,7 +50,7 @@ results_file=RESULTS.md       # decoding results are appended here ('' to skip)
 force=false                   # redo stages even when their outputs are complete
 
 help_message="Usage: $0 [options]
-LibriSpeech with lhotse's prepare_librispeech: BPE units, a word 3-gram LM, the TDNN CTC model.
+LibriSpeech with lhotse's prepare_librispeech: BPE units, a word 3-gram LM, a Conformer CTC model, speed perturbation.
 Splits: 'train' pools --train-parts; each held-out part keeps its name (dev-clean, test-other, ...)."
 
 # The command line, for the results table (no trailing comment: not an option).
@@ -95,7 +100,8 @@ fi
 if run_stage 2; then
   log "Stage 2: 80-dim fbank features and cut manifests"
   require "$manifest_dir/librispeech_recordings_train.jsonl.gz" 0
-  "$root/steps/compute_fbank.sh" --corpus librispeech --splits "train $heldout" --nj "$nj" --force "$force" \
+  "$root/steps/compute_fbank.sh" --corpus librispeech --splits "train $heldout" --nj "$nj" \
+    --speed-perturb "$speed_perturb" --force "$force" \
     --log-dir "$log_dir" "$manifest_dir" "$fbank_dir"
 fi
 
@@ -105,7 +111,8 @@ if run_stage 3; then
   require "$lang_dir/tokens.txt" 1
   "$root/steps/train_ctc.sh" "${dist_opts[@]}" --corpus librispeech --dev-split "$dev_part" --num-epochs "$num_epochs" \
     --start-epoch "$start_epoch" --max-duration "$max_duration" --lr "$lr" --warmup-steps "$warmup_steps" \
-    --hidden-dim "$hidden_dim" --num-layers "$num_layers" --seed "$train_seed" --device "$device" \
+    --encoder "$encoder" --hidden-dim "$hidden_dim" --num-layers "$num_layers" --num-heads "$num_heads" \
+    --ffn-dim "$ffn_dim" --conv-kernel-size "$conv_kernel_size" --seed "$train_seed" --device "$device" \
     --force "$force" "$lang_dir" "$fbank_dir" "$model_dir"
 fi
 
