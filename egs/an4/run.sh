@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# The AN4 recipe: CMU's census database, real read speech of 84 speakers (spelled letters, digits,
+# command words), 16 kHz; 42 minutes of training audio. Same stage numbers as the default
+# recipe, same steps/; only local/ and the defaults below are AN4's own.
+# Run from this directory: ./run.sh --corpus-dir /path/to/an4 [--stage N] ...
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+
+stage=0                       # first stage to run
+stop_stage=7                  # last stage to run
+nj=2                          # parallel jobs
+world_size=1                  # processes of the torch.distributed stages 3, 5, 6, 7 (launcher: cmd.sh)
+dist_timeout=600              # seconds a rank waits for the others before the job fails
+corpus_dir=                   # the AN4 tree (etc/ and wav/, WAV or SPHERE audio); required
+data_dir=data                 # manifests, lang, LM and features go here
+exp_dir=exp                   # models and decoding results go here
+bpe_vocab_size=100            # sentencepiece vocabulary size; lang dir is data/lang_bpe_<N>
+lm_order=3                    # word n-gram order, estimated from the training transcripts
+speed_perturb=true            # stage 2: add 0.9x and 1.1x speed copies of the training utterances
+model_name=ctc_tdnn           # the model's directory: <exp_dir>/<model_name>
+num_epochs=40                 # training epochs
+start_epoch=1                 # resume training from <exp_dir>/<model_name>/epoch-(N-1).pt
+max_duration=120              # seconds of audio per training batch
+lr=0.002                      # peak Adam learning rate
+warmup_steps=500              # learning-rate warm-up (steps)
+encoder=tdnn                  # tdnn, or conformer (torchaudio's Conformer)
+hidden_dim=256                # encoder width
+num_layers=8                  # encoder blocks
+dropout=0.1                   # dropout in every encoder block
+train_seed=42                 # model initialization, batch order and dropout
+device=auto                   # auto (GPU when there is one), cpu, cuda:0, ...
+avg=5                         # decode the last epoch averaged with the K-1 before it
+search_beam=20                # lattice search beam
+output_beam=8                 # lattice output beam
+max_active_states=10000       # most active states per frame in the lattice search
+lm_scale=0.5                  # weight of the HLG graph (LM) scores
+lattice_output_beam=8         # stage 5: lattice output beam (lattice size)
+reward=frame                  # stage 6: frame (agreement with the forced alignment) or edit (minus errors)
+hf_iters=12                   # stage 7: Hessian-free iterations ...
+hf_time_budget=0              # stage 7: ... or seconds of optimization (0: no limit)
+results_file=RESULTS.md       # decoding results are appended here ('' to skip)
+force=false                   # redo stages even when their outputs are complete
+
+help_message="Usage: $0 --corpus-dir DIR [options]
+CMU AN4 (WAV or SPHERE copy of the cmusphinx distribution): BPE units, a word 3-gram from the
+training transcripts, the TDNN CTC model. Splits: train, dev (8 training speakers held out,
+see local/prepare_an4.py) and test (AN4's test set, for reporting only)."
+
+# The command line, for the results table (no trailing comment: not an option).
+recipe_args="$*"
+. "$root/path.sh"
+. "$root/utils/recipe_lib.sh"
+. "$root/utils/parse_options.sh"
+dist_opts=(--world-size "$world_size" --dist-timeout "$dist_timeout")
+check_stages
+
+manifest_dir=$data_dir/manifests
+lang_dir=$data_dir/lang_bpe_$bpe_vocab_size
+lm_dir=$data_dir/lm
+fbank_dir=$data_dir/fbank
+log_dir=$data_dir/log
+model_dir=$exp_dir/$model_name
+
+if run_stage 0; then
+  log "Stage 0: check the AN4 tree and prepare its manifests"
+  if [ -z "$corpus_dir" ]; then
+    log "ERROR: --corpus-dir is required: the AN4 tree (etc/an4_train.transcription, wav/an4_clstk/...)"; exit 1
+  fi
+  "$here/local/prepare_an4.sh" --corpus-dir "$corpus_dir" --wav-dir download/an4_wav --force "$force" \
+    --log-dir "$log_dir" "$manifest_dir"
+fi
+
+if run_stage 1; then
+  log "Stage 1: BPE lang dir and word n-gram LM"
+  require "$manifest_dir/an4_supervisions_train.jsonl.gz" 0
+  "$root/steps/prepare_lang.sh" --vocab-size "$bpe_vocab_size" --force "$force" --log-dir "$log_dir" \
+    "$manifest_dir/an4_supervisions_train.jsonl.gz" "$lang_dir"
+  "$root/steps/train_lm.sh" --order "$lm_order" --force "$force" --log-dir "$log_dir" "$lang_dir" "$lm_dir"
+fi
+
+if run_stage 2; then
+  log "Stage 2: 80-dim fbank features and cut manifests"
+  require "$manifest_dir/an4_recordings_train.jsonl.gz" 0
+  "$root/steps/compute_fbank.sh" --corpus an4 --splits "train dev test" --nj "$nj" \
+    --speed-perturb "$speed_perturb" --force "$force" --log-dir "$log_dir" "$manifest_dir" "$fbank_dir"
+fi
+
+if run_stage 3; then
+  log "Stage 3: train the CTC model (per-epoch WER on dev)"
+  require "$fbank_dir/an4_cuts_train.jsonl.gz" 2
+  require "$lang_dir/tokens.txt" 1
+  "$root/steps/train_ctc.sh" "${dist_opts[@]}" --corpus an4 --dev-split dev --num-epochs "$num_epochs" \
+    --start-epoch "$start_epoch" --max-duration "$max_duration" --lr "$lr" --warmup-steps "$warmup_steps" \
+    --encoder "$encoder" --hidden-dim "$hidden_dim" --num-layers "$num_layers" --dropout "$dropout" \
+    --seed "$train_seed" --device "$device" --force "$force" "$lang_dir" "$fbank_dir" "$model_dir"
+fi
+
+if run_stage 4; then
+  log "Stage 4: compile HLG, decode and score dev and test, make the model directory self-contained"
+  require "$model_dir/epoch-$num_epochs.pt" 3
+  require "$lm_dir/G_${lm_order}_gram.fst.txt" 1
+  "$root/steps/compile_hlg.sh" --force "$force" --log-dir "$log_dir" "$lang_dir" "$lm_dir/G_${lm_order}_gram.fst.txt"
+  "$root/steps/decode.sh" --corpus an4 --splits "dev test" --epoch "$num_epochs" --avg "$avg" \
+    --search-beam "$search_beam" --output-beam "$output_beam" --max-active-states "$max_active_states" \
+    --lm-scale "$lm_scale" --device "$device" "$lang_dir" "$fbank_dir" "$model_dir"
+  "$root/steps/export_model.sh" --corpus an4 --log-dir "$log_dir" "$lang_dir" "$fbank_dir" "$model_dir"
+  append_results "$model_dir/results-epoch-$num_epochs-avg-$avg.md" "$results_file"
+fi
+
+if run_stage 5; then
+  log "Stage 5: decode train and dev into k2 lattices for sequence training"
+  require "$lang_dir/HLG.pt" 4
+  "$root/steps/make_lattices.sh" "${dist_opts[@]}" --corpus an4 --splits "train dev" --epoch "$num_epochs" --avg "$avg" \
+    --search-beam "$search_beam" --output-beam "$lattice_output_beam" --max-active-states "$max_active_states" \
+    --lm-scale "$lm_scale" --device "$device" --force "$force" "$lang_dir" "$fbank_dir" "$model_dir"
+fi
+
+if run_stage 6; then
+  log "Stage 6: Q-learning over the lattices ($reward reward)"
+  require "$model_dir/lattices/stats.json" 5
+  "$root/steps/qlearn.sh" "${dist_opts[@]}" --splits "train dev" --reward "$reward" --force "$force" "$model_dir"
+  append_results "$model_dir/qlearn-$reward.md" "$results_file"
+fi
+
+if run_stage 7; then
+  log "Stage 7: fine-tune with the RL objective ($reward advantages) and Hessian-free; decode like stage 4"
+  require "$model_dir/lattices/train/q-$reward" 6
+  finetune_dir=$model_dir/finetune/rl-hf-$reward
+  "$root/steps/finetune.sh" "${dist_opts[@]}" --corpus an4 --epoch "$num_epochs" --avg "$avg" --reward "$reward" \
+    --max-iters "$hf_iters" --time-budget "$hf_time_budget" --dev-split dev --decode-splits "dev test" \
+    --search-beam "$search_beam" --output-beam "$output_beam" --max-active-states "$max_active_states" \
+    --lm-scale "$lm_scale" --device "$device" --force "$force" --out-dir "$finetune_dir" \
+    "$lang_dir" "$fbank_dir" "$model_dir"
+  append_results "$finetune_dir/comparison.md" "$results_file"
+fi
