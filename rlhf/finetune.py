@@ -1,26 +1,7 @@
-"""Sequence fine-tuning of the baseline on its own lattices (stage 7, and its controls).
-
-Objectives (``--objective``), all evaluated on the stage-5 training lattices:
-- ``rl``: J(theta) = expected stage-6 advantage under the re-scored lattice posterior
-  (rlhf.rl.objective; ``--reward frame`` or ``edit``), optionally plus ``--ctc-weight`` x CTC;
-- ``mwer``: k2's ``mwer_loss`` on the re-scored lattices (a control);
-- ``ctc``: the baseline's own CTC loss (a control: training on for the same time).
-Optimizers (``--optimizer``): ``hf`` (rlhf.hf, ``rl`` only) or ``adam``.
-
-The loss minimized is -J per frame (``frame``) or per reference word (``edit``). Hessian-free
-takes its gradient over the training lattices (``--grad-fraction`` of them per iteration), its
-curvature over a resampled ``--curvature-fraction`` of those, and rho, backtracking and the
-line search over ``--heldout-utts`` utterances held out of the gradient. Dev WER (HLG 1-best,
-as stage 4) is measured every ``--eval-every`` iterations (and every ``--eval-interval``
-seconds); the best model is ``best.pt``. The run stops after ``--max-iters`` iterations or
-``--time-budget`` seconds of optimization (evaluation not counted), and resumes from
-``state.pt`` (written after every iteration) when run again with the same options.
-Then ``--decode-splits`` (dev, test) are decoded with best.pt exactly as stage 4 decodes the
-baseline, and one table compares the two. Outputs in ``--out-dir``: best.pt, state.pt,
-progress.json, <method>/ (recogs, errs), results-best.{md,json}, comparison.{md,png}, log/.
+"""Stage 7's optimization loop: one method (objective x optimizer) from the averaged baseline,
+with dev evaluation, the best model, resumable state, and the decoding of the best model.
 """
 
-import argparse
 import json
 import logging
 import random
@@ -32,21 +13,17 @@ from typing import Callable, Optional, Sequence
 import k2
 import torch
 from lhotse import CutSet
-from torch.distributed.elastic.multiprocessing.errors import record
 
 from rlhf import distributed
 from rlhf.checkpoint import average_checkpoints, checkpoint_path, model_digest, save_checkpoint
-from rlhf.cli import (HelpFormatter, add_dataclass_options, add_distributed_options, add_model_dirs,
-                      add_stage_options, dataclass_from_args, run_step)
 from rlhf.ctc import CtcGraphCompiler, ctc_loss
 from rlhf.data import load_cuts, make_dataloader
 from rlhf.compare import compare
 from rlhf.decode import METHODS, Decoder, LatticeConfig, decode, decode_split
 from rlhf.graphs import load_graph, read_symbols
-from rlhf.hf import HessianFree, HessianFreeConfig, HessianFreeError, module_ggn_product
+from rlhf.hf import HessianFree, HessianFreeConfig, module_ggn_product
 from rlhf.lang.tokenizer import Tokenizer
 from rlhf.lattice_batches import LatticeBatch, SplitLattices, length_batches, load_split_lattices
-from rlhf.log import setup_logging
 from rlhf.manifests import manifest_path
 from rlhf.model import CtcModel
 from rlhf.rl.objective import (arc_output_index, distinct_paths, expected_advantage, expected_path_advantage,
@@ -58,11 +35,6 @@ from rlhf.stage import StageMarker, atomic_output, file_digest
 OBJECTIVES = ("rl", "mwer", "ctc")
 OPTIMIZERS = ("hf", "adam")
 CURVATURES = ("softmax", "occupancy")
-# Martens' lambda = 1 and 50 CG steps made tiny steps on this objective (RESULTS.md, stage 7);
-# these come from short pilot runs on the default corpus (held-out loss and dev WER; never test).
-HF_DEFAULTS = HessianFreeConfig(init_damping=0.01, cg_max_iters=12)
-# The lattice search options of stage 4's decoding (its n-best options clash with ours and are not needed).
-SEARCH_OPTIONS = ("search_beam", "output_beam", "min_active_states", "max_active_states", "lm_scale")
 
 
 @dataclass
@@ -519,50 +491,3 @@ def report(lang_dir: Path, fbank_dir: Path, exp_dir: Path, out_dir: Path, corpus
     decode(lang_dir, fbank_dir, out_dir, corpus, splits, epoch, avg, METHODS, lattice_config, max_duration,
            device_name, force, checkpoint=out_dir / "best.pt")
     return compare(exp_dir / f"results-epoch-{epoch}-avg-{avg}.json", [out_dir], out_dir / "comparison", splits)
-
-
-@record
-def main(argv: Optional[list[str]] = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    add_model_dirs(p)
-    p.add_argument("--epoch", type=int, required=True, help="the baseline (and its lattices): epoch-N.pt ...")
-    p.add_argument("--avg", type=int, default=1, help="... averaged with the K-1 epochs before it")
-    p.add_argument("--max-duration", type=float, default=200.0, help="seconds of audio per dev decoding batch")
-    p.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda:0, ...")
-    p.add_argument("--out-dir", type=Path, default=None, help="default: <exp_dir>/finetune/<objective>-<optimizer>[-<reward>]")
-    p.add_argument("--dev-split", default="dev", help="the split whose WER picks the best model")
-    p.add_argument("--decode-splits", default="dev test",
-                   help="then decode these with best.pt as stage 4 does and compare with the baseline ('' to skip)")
-    add_dataclass_options(p, FinetuneConfig())
-    add_dataclass_options(p.add_argument_group("Hessian-free (rlhf.hf)"), HF_DEFAULTS, prefix="hf_")
-    add_dataclass_options(p.add_argument_group("dev and test decoding (as stage 4)"), LatticeConfig(),
-                          names=SEARCH_OPTIONS)
-    add_stage_options(p)
-    add_distributed_options(p)
-    args = p.parse_args(argv)
-    config = dataclass_from_args(FinetuneConfig, args)
-    out_dir = args.out_dir or args.exp_dir / "finetune" / config.name
-    setup_logging(args.log_dir or out_dir / "log", "finetune")
-    hf_config = dataclass_from_args(HessianFreeConfig, args, prefix="hf_")
-    lattice_config = dataclass_from_args(LatticeConfig, args, names=SEARCH_OPTIONS)
-
-    def optimize() -> None:
-        try:
-            finetune(args.lang_dir, args.fbank_dir, args.exp_dir, args.corpus, args.epoch, args.avg, config,
-                     hf_config, lattice_config, out_dir, args.max_duration, args.device, args.force, args.dev_split)
-        except HessianFreeError as e:
-            raise ValueError(f"{e} (the last good model is in {out_dir}/state.pt and best.pt)") from e
-
-    def decode_best() -> None:
-        print(report(args.lang_dir, args.fbank_dir, args.exp_dir, out_dir, args.corpus, args.epoch, args.avg,
-                     args.decode_splits.split(), lattice_config, args.max_duration, args.device, args.force))
-
-    run_step(optimize, args.dist_timeout, args.device)
-    # Stage 4's decoding is one process: rank 0 runs it after the job's ranks have parted, so
-    # the others neither wait in a collective nor decode the same files.
-    if args.decode_splits.split() and distributed.from_environment().is_main:
-        run_step(decode_best)
-
-
-if __name__ == "__main__":
-    main()

@@ -104,7 +104,7 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path):
 def test_refuses_to_overwrite_a_foreign_directory(tmp_path):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
-    with pytest.raises(FileExistsError, match="was not made by rlhf-synth-corpus"):
+    with pytest.raises(FileExistsError, match="was not made by local/synthesize_corpus.sh"):
         synthesize_corpus(CorpusConfig(**TINY), tmp_path / "mine")
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
 

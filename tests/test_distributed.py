@@ -172,7 +172,7 @@ def test_a_rank_that_dies_or_hangs_ends_the_job_with_an_error(tiny_recipe, latti
             proc.wait()
     assert proc.returncode != 0
     assert elapsed < timeout + 45, f"the job took {elapsed:.0f} s to end"
-    assert "rlhf.finetune FAILED" in output
+    assert "rlhf.bin.finetune FAILED" in output
     if signal_name == "SIGKILL":
         assert "Signal 9 (SIGKILL)" in output and "rank      : 1" in output
     else:  # rank 0 names the collective that timed out
@@ -200,13 +200,13 @@ def test_two_machine_launch_commands_on_one_host(lattices, tmp_path):
 
 
 def test_launch_refuses_a_world_size_that_is_not_a_multiple_of_the_machines():
-    result = subprocess.run([str(REPO / "utils" / "launch.sh"), "rlhf.qlearn", "--world-size", "3", "--nodes", "2"],
+    result = subprocess.run([str(REPO / "utils" / "launch.sh"), "rlhf.bin.qlearn", "--world-size", "3", "--nodes", "2"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert result.returncode != 0 and "not a multiple of --nodes 2" in result.stdout
 
 
 def test_standalone_jobs_get_their_own_rendezvous_port():
-    argv = standalone_on_free_port(["--standalone", "--nproc_per_node", "2", "-m", "rlhf.qlearn", "--standalone"])
+    argv = standalone_on_free_port(["--standalone", "--nproc_per_node", "2", "-m", "rlhf.bin.qlearn", "--standalone"])
     assert "--standalone" not in argv[:-1] and argv[-1] == "--standalone"  # the step's own options are kept
     assert any(a.startswith("--rdzv_endpoint=localhost:") for a in argv) and "--nnodes=1" in argv
     assert standalone_on_free_port(["--nnodes=2", "-m", "x"]) == ["--nnodes=2", "-m", "x"]

@@ -87,7 +87,7 @@ if run_stage 4; then
   "$root/steps/compile_hlg.sh" --force "$force" --log-dir "$log_dir" "$lang_dir" "$lm_dir/G_${lm_order}_gram.fst.txt"
   "$root/steps/decode.sh" --corpus yesno --splits test --epoch "$num_epochs" --avg "$avg" --device "$device" \
     "$lang_dir" "$fbank_dir" "$model_dir"
-  "$root/steps/export_model.sh" --corpus yesno --log-dir "$log_dir" "$lang_dir" "$fbank_dir" "$model_dir"
+  "$root/steps/bundle_model.sh" --corpus yesno --log-dir "$log_dir" "$lang_dir" "$fbank_dir" "$model_dir"
   append_results "$model_dir/results-epoch-$num_epochs-avg-$avg.md" "$results_file"
 fi
 

@@ -1,9 +1,9 @@
-"""Benchmark: vectorized Q-learning against the plain Python per-arc loop, on real lattices.
+"""Benchmark: vectorized Q-learning against the plain Python per-arc loop (local/bench_qlearning.sh).
 
 Loads the stage-5 shards of a split into one FsaVec, computes the frame rewards, and times
 (a) ``LatticeMdp.from_fsas`` + ``q_learning`` (best of ``--repeats`` runs) and (b) the seed's
-per-arc loop in plain Python (``rlhf.rl.reference``) on the same lattices, in one process.
-Both include their own set-up. Checks that the values are identical and writes a table.
+per-arc loop in plain Python (``rlhf.testing.qlearning_reference``) on the same lattices, in one
+process. Both include their own set-up. Checks that the values are identical and writes a table.
 """
 
 import argparse
@@ -23,9 +23,9 @@ from rlhf.lattice_shards import LatticeShard, shard_paths
 from rlhf.log import setup_logging
 from rlhf.rl.mdp import LatticeMdp
 from rlhf.rl.qlearning import QLearningConfig, q_learning
-from rlhf.rl.reference import q_learning_loop
 from rlhf.rl.rewards import frame_rewards
 from rlhf.stage import atomic_output
+from rlhf.testing.qlearning_reference import q_learning_loop
 
 
 def load_lattices(split_dir: Path, max_shards: Optional[int]) -> tuple[k2.Fsa, list[torch.Tensor]]:
@@ -68,8 +68,8 @@ def table(r: dict) -> str:
         f"| vectorized (rlhf.rl.q_learning, best of {len(r['vectorized_seconds'])}) | {min(r['vectorized_seconds']):.3f} "
         f"| {r['vectorized_arcs_per_second']:.3g} | {r['sweeps'][0]} | "
         f"{'identical' if r['identical'] else 'DIFFERENT'} |",
-        f"| plain Python per-arc loop (rlhf.rl.reference) | {r['loop_seconds']:.2f} | {r['loop_arcs_per_second']:.3g} "
-        f"| {r['sweeps'][1]} | reference |", "",
+        f"| plain Python per-arc loop (rlhf.testing.qlearning_reference) | {r['loop_seconds']:.2f} "
+        f"| {r['loop_arcs_per_second']:.3g} | {r['sweeps'][1]} | reference |", "",
         f"Speed-up: {r['speedup']:.0f}x (target: 100x).", ""])
 
 
