@@ -1,5 +1,5 @@
 """Decoding with a CTC model: greedy, and k2 lattice search over the CTC topology or HLG, with
-n-best lists, oracle WER and the Kaldi-style result files.
+n-best lists, oracle WER and the Kaldi-style result files; stage 7's dev WER (DevEvaluator).
 """
 
 import json
@@ -11,6 +11,7 @@ from typing import Optional, Sequence
 
 import k2
 import torch
+from lhotse import CutSet
 
 from rlhf import distributed
 from rlhf.checkpoint import average_checkpoints, checkpoint_path, load_model
@@ -205,6 +206,24 @@ def decode_split(decoder: Decoder, loader, split: str) -> tuple[dict[str, Method
         audio_seconds += sum(c.duration for c in batch["supervisions"]["cut"])
         decoder.decode_batch(batch, results)
     return results, audio_seconds, decoder.nnet_seconds - nnet_start
+
+
+class DevEvaluator:
+    """Dev WER of HLG 1-best decoding, exactly as stage 4 decodes (each rank decodes every
+    world_size-th cut; the WER is over all of them)."""
+
+    def __init__(self, model: CtcModel, tokenizer: Tokenizer, lang_dir: Path, cuts_path: Path,
+                 lattice_config: LatticeConfig, max_duration: float, device: torch.device):
+        hlg, words = load_graph(lang_dir / "HLG.pt", device), read_symbols(lang_dir / "words.txt")
+        self.decoder = Decoder(model, tokenizer, ["hlg-1best"], lattice_config, device, hlg, words)
+        self.cuts = CutSet.from_cuts(distributed.context().shard(list(load_cuts(cuts_path))))
+        self.max_duration = max_duration
+
+    def wer(self) -> float:
+        training = self.decoder.model.training
+        results, _, _ = decode_split(self.decoder, make_dataloader(self.cuts, self.max_duration, shuffle=False), "dev")
+        self.decoder.model.train(training)
+        return compute_wer([u for utts in distributed.gather_objects(results["hlg-1best"].utts) for u in utts]).wer
 
 
 def write_method_outputs(out_dir: Path, split: str, suffix: str, result: MethodResult,

@@ -10,10 +10,11 @@ from rlhf.checkpoint import average_checkpoints, model_digest
 from rlhf.compare import compare
 from rlhf.ctc import CtcGraphCompiler
 from rlhf.decode import LatticeConfig
-from rlhf.finetune import FinetuneConfig, SequenceObjective, finetune, trainable_parameters
+from rlhf.finetune import FinetuneConfig, finetune, trainable_parameters
 from rlhf.hf import HessianFreeConfig
 from rlhf.lang.tokenizer import Tokenizer
 from rlhf.lattice_batches import load_split_lattices
+from rlhf.rl.sequence_objective import SequenceObjective
 from rlhf.stage import file_digest
 
 LATTICE = LatticeConfig(max_active_states=1000, lm_scale=0.5)
