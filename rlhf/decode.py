@@ -27,15 +27,28 @@ from rlhf.stage import StageMarker, atomic_output
 METHODS = ("ctc-greedy", "ctc-1best", "hlg-1best")
 
 
+# Weight of HLG's graph scores against the acoustic log-probabilities: tuned on the default
+# corpus's dev set (RESULTS.md); every program and recipe decodes with it unless told otherwise.
+LM_SCALE = 0.5
+
+
 @dataclass
 class LatticeConfig:
-    search_beam: float = 20.0
-    output_beam: float = 8.0
-    min_active_states: int = 30
-    max_active_states: int = 10000
-    lm_scale: float = 1.0         # scale of HLG's graph (LM) scores against the acoustic scores
-    num_paths: int = 50           # paths drawn from each lattice for the n-best list and oracle
-    nbest_scale: float = 0.5      # flattens the lattice before sampling, for more distinct paths
+    search_beam: float = field(default=20.0, metadata={
+        "help": "beam of the lattice search (k2.intersect_dense_pruned), in log-probability units"})
+    output_beam: float = field(default=8.0, metadata={
+        "help": "beam of the output lattice, in log-probability units: arcs on paths within it of the best "
+                "are kept (the lattice's size)"})
+    min_active_states: int = field(default=30, metadata={"help": "fewest active states per frame in the search"})
+    max_active_states: int = field(default=10000, metadata={
+        "help": "most active states per frame in the search (bounds its time and memory)"})
+    lm_scale: float = field(default=LM_SCALE, metadata={
+        "help": "weight of HLG's graph scores (word LM and lexicon) against the acoustic log-probabilities"})
+    num_paths: int = field(default=50, metadata={
+        "help": "paths drawn from each lattice for its n-best list and the n-best oracle WER"})
+    nbest_scale: float = field(default=0.5, metadata={
+        "help": "factor on the lattice scores before the n-best paths are drawn (below 1: flatter, so more "
+                "distinct paths)"})
 
 
 @dataclass

@@ -31,25 +31,48 @@ OPTIMIZERS = ("hf", "adam")
 
 @dataclass
 class FinetuneConfig:
-    objective: str = "rl"           # rl (expected advantage), mwer (k2.mwer_loss), ctc
-    optimizer: str = "hf"           # hf (Hessian-free; rl only) or adam
-    reward: str = "frame"           # rl: the stage-6 values to use (frame or edit)
-    kappa: float = 1.0              # acoustic scale of the re-scored arcs: kappa * log p + graph score
-    ctc_weight: float = 0.0         # rl: weight of the CTC regularizer
-    curvature: str = "softmax"      # hf output curvature: per-frame Fisher of the network softmax or lattice occupancy
-    num_paths: int = 8              # edit reward and mwer: paths sampled per lattice
-    trainable: str = "all"          # all, or top-K: the output layer and the last K-1 encoder blocks
-    max_iters: int = 12             # HF iterations (adam: updates)
-    time_budget: float = 0.0        # stop after this many seconds of optimization (0: no limit)
-    eval_every: int = 1             # dev WER every this many iterations (adam: updates) ...
-    eval_interval: float = 0.0      # ... and every this many seconds of optimization (0: off)
-    grad_fraction: float = 0.25     # hf: share of the training batches in each gradient
-    curvature_fraction: float = 0.1   # hf: share of the gradient's utterances in the curvature sample
-    heldout_utts: int = 150         # hf: training utterances held out for rho, backtracking, line search
-    batch_frames: int = 12000       # padded output frames per batch
-    lr: float = 1e-4                # adam: learning rate
-    seed: int = 0
-    max_utts: int = 0               # use only the first N training lattices (0: all; for tests)
+    objective: str = field(default="rl", metadata={
+        "choices": OBJECTIVES,
+        "help": "the loss: rl (minus the expected stage-6 advantage under the re-scored lattice posterior), "
+                "mwer (k2's mwer_loss on the re-scored lattices) or ctc (the baseline's CTC loss)"})
+    optimizer: str = field(default="hf", metadata={
+        "choices": OPTIMIZERS, "help": "hf (Hessian-free; the rl objective only) or adam"})
+    reward: str = field(default="frame", metadata={
+        "choices": REWARD_MODES,
+        "help": "the stage-6 values of the rl objective: frame (agreement with the forced alignment; loss per "
+                "frame) or edit (minus the word errors; loss per reference word)"})
+    kappa: float = field(default=1.0, metadata={
+        "help": "the acoustic scale (Kaldi's --acwt): re-scored arc weight = kappa * log p(label | frame) + "
+                "graph score"})
+    ctc_weight: float = field(default=0.0, metadata={
+        "help": "weight of the CTC loss added to the rl objective as a regularizer (0: none)"})
+    curvature: str = field(default="softmax", metadata={
+        "choices": CURVATURES,
+        "help": "hf's output curvature in G v: softmax (per-frame Fisher of the network's output) or occupancy "
+                "(of the lattice's token posterior)"})
+    num_paths: int = field(default=8, metadata={"help": "paths sampled per lattice (edit reward, mwer)"})
+    trainable: str = field(default="all", metadata={
+        "help": "the parameters fine-tuned: all, or top-K (the output layer and the last K-1 encoder blocks)"})
+    max_iters: int = field(default=12, metadata={"help": "stop after this many HF iterations (adam: updates)"})
+    time_budget: float = field(default=0.0, metadata={
+        "help": "... or after this many seconds of optimization, evaluation excluded (0: no limit)"})
+    eval_every: int = field(default=1, metadata={"help": "dev WER every this many iterations (adam: updates) ..."})
+    eval_interval: float = field(default=0.0, metadata={
+        "help": "... and at least every this many seconds of optimization (0: off)"})
+    grad_fraction: float = field(default=0.25, metadata={
+        "help": "hf: share of the training batches in each gradient, drawn anew every iteration, in (0, 1]"})
+    curvature_fraction: float = field(default=0.1, metadata={
+        "help": "hf: share of the gradient's utterances in the curvature sample, in (0, 1]"})
+    heldout_utts: int = field(default=150, metadata={
+        "help": "hf: training utterances kept out of the gradient for rho, backtracking and the line search "
+                "(at most a fifth of them)"})
+    batch_frames: int = field(default=12000, metadata={
+        "help": "padded network output frames (40 ms each) per lattice batch; smaller: more batches to share "
+                "out with --world-size"})
+    lr: float = field(default=1e-4, metadata={"help": "adam: learning rate"})
+    seed: int = field(default=0, metadata={
+        "help": "seed of the held-out set, the batch draws, the sampled paths and Adam's batch order"})
+    max_utts: int = field(default=0, metadata={"help": "use only the first N training lattices (0: all)"})
 
     def check(self) -> None:
         for name, value, allowed in (("--objective", self.objective, OBJECTIVES),

@@ -9,7 +9,7 @@ import math
 import random
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -32,15 +32,22 @@ from rlhf.stage import StageMarker, atomic_output
 
 @dataclass
 class TrainConfig:
-    num_epochs: int = 12
-    max_duration: float = 120.0   # seconds of audio per batch
-    lr: float = 2e-3              # peak Adam learning rate
-    warmup_steps: int = 300       # linear warm-up, then inverse square-root decay
-    clip_grad_norm: float = 5.0
-    seed: int = 42
-    log_interval: int = 20        # batches between loss lines in the log and TensorBoard
-    num_workers: int = 0
-    spec_augment: bool = True     # time and frequency masking of the training features
+    num_epochs: int = field(default=12, metadata={"help": "training epochs (passes over the training cuts)"})
+    max_duration: float = field(default=120.0, metadata={
+        "help": "seconds of audio per training batch (per process with --world-size N)"})
+    lr: float = field(default=2e-3, metadata={"help": "peak Adam learning rate, reached after --warmup-steps"})
+    warmup_steps: int = field(default=300, metadata={
+        "help": "optimizer steps of linear learning-rate warm-up; then the rate decays as 1/sqrt(step)"})
+    clip_grad_norm: float = field(default=5.0, metadata={
+        "help": "largest L2 norm of a step's gradient (a larger one is scaled down to it)"})
+    seed: int = field(default=42, metadata={
+        "help": "seed of the initial weights, the batch order, SpecAugment and dropout"})
+    log_interval: int = field(default=20, metadata={
+        "help": "optimizer steps between loss lines in the log and TensorBoard"})
+    num_workers: int = field(default=0, metadata={
+        "help": "DataLoader worker processes (0: batches are read in the training process)"})
+    spec_augment: bool = field(default=True, metadata={
+        "help": "mask random time and frequency bands of the training features (SpecAugment)"})
 
 
 @dataclass

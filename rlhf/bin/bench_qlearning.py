@@ -76,10 +76,11 @@ def table(r: dict) -> str:
 def main(argv: Optional[list[str]] = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("split_dir", type=Path, help="a split's lattice shards, e.g. exp/ctc_tdnn/lattices/train")
-    p.add_argument("--max-shards", type=int, default=None, help="use the first N shards only")
-    p.add_argument("--repeats", type=int, default=3, help="vectorized runs (the best counts)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads for the vectorized code")
-    p.add_argument("--out", type=Path, default=None, help="write the table here (and its .json beside it)")
+    p.add_argument("--max-shards", type=int, default=None, help="use the first N shards only (default: all)")
+    p.add_argument("--repeats", type=int, default=3, help="runs of the vectorized code; the fastest counts")
+    p.add_argument("--threads", type=int, default=1, help="torch threads of the vectorized code")
+    p.add_argument("--out", type=Path, default=None,
+                   help="also write the table to this file, and its numbers to a .json beside it")
     add_dataclass_options(p, QLearningConfig())
     args = p.parse_args(argv)
     setup_logging(None, "bench-qlearning")

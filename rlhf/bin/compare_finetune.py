@@ -16,10 +16,13 @@ from rlhf.log import setup_logging
 
 def main(argv: Optional[list[str]] = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    p.add_argument("baseline_results", type=Path, help="e.g. exp/ctc_tdnn/results-epoch-12-avg-3.json")
-    p.add_argument("run_dirs", type=Path, nargs="+", help="fine-tuning output directories")
-    p.add_argument("--out", type=Path, required=True, help="writes OUT.md and OUT.png")
-    p.add_argument("--splits", default="dev test", help="space-separated")
+    p.add_argument("baseline_results", type=Path,
+                   help="the baseline's stage-4 results, e.g. exp/ctc_tdnn/results-epoch-12-avg-3.json")
+    p.add_argument("run_dirs", type=Path, nargs="+",
+                   help="output directories of stage-7 runs (progress.json, results-best.json)")
+    p.add_argument("--out", type=Path, required=True,
+                   help="write the table to OUT.md and the plot of dev WER against time to OUT.png")
+    p.add_argument("--splits", default="dev test", help="the splits tabulated, space-separated")
     args = p.parse_args(argv)
     setup_logging(None, "compare-finetune")
     run_step(lambda: print(compare(args.baseline_results, args.run_dirs, args.out, args.splits.split())))

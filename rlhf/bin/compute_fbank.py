@@ -13,19 +13,21 @@ import argparse
 from pathlib import Path
 from typing import Optional
 
-from rlhf.cli import add_stage_options, run_step, str2bool
+from rlhf.cli import HelpFormatter, add_stage_options, run_step, str2bool
 from rlhf.features import SPEED_FACTORS, TRAIN_SPLIT, compute_fbank
 from rlhf.log import setup_logging
 
 
 def main(argv: Optional[list[str]] = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("manifest_dir", type=Path, help="e.g. data/manifests")
-    p.add_argument("fbank_dir", type=Path, help="e.g. data/fbank")
-    p.add_argument("--corpus", default="synth", help="manifest name prefix")
-    p.add_argument("--splits", default="train dev test", help="space-separated")
-    p.add_argument("--nj", type=int, default=1, help="parallel jobs")
-    p.add_argument("--num-mel-bins", type=int, default=80, help="fbank bins (e.g. 23 for 8 kHz audio)")
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    p.add_argument("manifest_dir", type=Path, help="the recordings and supervisions manifests, e.g. data/manifests")
+    p.add_argument("fbank_dir", type=Path, help="where the features and cut manifests go, e.g. data/fbank")
+    p.add_argument("--corpus", default="synth",
+                   help="name prefix of the manifests: <manifest_dir>/<corpus>_recordings_<split>.jsonl.gz")
+    p.add_argument("--splits", default="train dev test", help="the splits to compute, space-separated")
+    p.add_argument("--nj", type=int, default=1, help="parallel feature-extraction processes")
+    p.add_argument("--num-mel-bins", type=int, default=80,
+                   help="mel filterbank bins per frame (e.g. 23 for 8 kHz audio)")
     p.add_argument("--speed-perturb", type=str2bool, default=False,
                    help=f"add copies of every '{TRAIN_SPLIT}' utterance at speeds "
                         f"{' and '.join(map(str, SPEED_FACTORS))} (3x the training data; true/false)")

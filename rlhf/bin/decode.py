@@ -25,13 +25,14 @@ from rlhf.log import setup_logging
 def main(argv: Optional[list[str]] = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     add_model_dirs(p)
-    p.add_argument("--splits", default="dev test", help="space-separated")
+    p.add_argument("--splits", default="dev test", help="the splits to decode, space-separated")
     add_inference_options(p, epoch_required=False)
     p.add_argument("--checkpoint", type=Path, default=None,
                    help="decode this checkpoint file (e.g. a fine-tuned best.pt) instead of --epoch/--avg")
-    p.add_argument("--methods", default=" ".join(METHODS), help="space-separated")
+    p.add_argument("--methods", default=" ".join(METHODS),
+                   help=f"decoding methods, space-separated, among {', '.join(METHODS)}")
     add_dataclass_options(p, LatticeConfig())
-    add_stage_options(p)
+    add_stage_options(p, "<exp_dir>/log")
     args = p.parse_args(argv)
     setup_logging(args.log_dir or args.exp_dir / "log", "decode")
     config = dataclass_from_args(LatticeConfig, args)

@@ -27,7 +27,7 @@ from typing import Optional
 from torch.distributed.elastic.multiprocessing.errors import record
 
 from rlhf import distributed
-from rlhf.cli import (HelpFormatter, add_dataclass_options, add_distributed_options, add_model_dirs,
+from rlhf.cli import (HelpFormatter, add_dataclass_options, add_device_option, add_distributed_options, add_model_dirs,
                       add_stage_options, dataclass_from_args, run_step)
 from rlhf.decode import LatticeConfig
 from rlhf.finetune import FinetuneConfig, finetune, report
@@ -45,19 +45,23 @@ SEARCH_OPTIONS = ("search_beam", "output_beam", "min_active_states", "max_active
 def main(argv: Optional[list[str]] = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     add_model_dirs(p)
-    p.add_argument("--epoch", type=int, required=True, help="the baseline (and its lattices): epoch-N.pt ...")
-    p.add_argument("--avg", type=int, default=1, help="... averaged with the K-1 epochs before it")
-    p.add_argument("--max-duration", type=float, default=200.0, help="seconds of audio per dev decoding batch")
-    p.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda:0, ...")
-    p.add_argument("--out-dir", type=Path, default=None, help="default: <exp_dir>/finetune/<objective>-<optimizer>[-<reward>]")
-    p.add_argument("--dev-split", default="dev", help="the split whose WER picks the best model")
+    p.add_argument("--epoch", type=int, required=True, help="the baseline, whose lattices stage 5 made: epoch-N.pt ...")
+    p.add_argument("--avg", type=int, default=1,
+                   help="... averaged (parameter by parameter) with the K-1 epochs before it")
+    p.add_argument("--max-duration", type=float, default=200.0,
+                   help="seconds of audio per batch of dev and test decoding")
+    add_device_option(p)
+    p.add_argument("--out-dir", type=Path, default=None,
+                   help="where the run writes (default: <exp_dir>/finetune/<objective>-<optimizer>[-<reward>])")
+    p.add_argument("--dev-split", default="dev", help="the held-out split whose WER picks the best model")
     p.add_argument("--decode-splits", default="dev test",
-                   help="then decode these with best.pt as stage 4 does and compare with the baseline ('' to skip)")
+                   help="then decode these splits with best.pt as stage 4 does and compare with the baseline, "
+                        "space-separated ('' to skip)")
     add_dataclass_options(p, FinetuneConfig())
     add_dataclass_options(p.add_argument_group("Hessian-free (rlhf.hf)"), HF_DEFAULTS, prefix="hf_")
     add_dataclass_options(p.add_argument_group("dev and test decoding (as stage 4)"), LatticeConfig(),
                           names=SEARCH_OPTIONS)
-    add_stage_options(p)
+    add_stage_options(p, "<out_dir>/log")
     add_distributed_options(p)
     args = p.parse_args(argv)
     config = dataclass_from_args(FinetuneConfig, args)

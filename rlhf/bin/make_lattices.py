@@ -30,14 +30,15 @@ from rlhf.make_lattices import GRAPHS, make_lattices
 def main(argv: Optional[list[str]] = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     add_model_dirs(p)
-    p.add_argument("--splits", default="train dev", help="space-separated")
+    p.add_argument("--splits", default="train dev", help="the splits to decode into lattices, space-separated")
     add_inference_options(p)
     p.add_argument("--graph", default="hlg", choices=GRAPHS,
                    help="decoding graph: hlg (words; lexicon and LM) or ctc (tokens; no LM)")
-    p.add_argument("--shard-size", type=int, default=500, help="cuts per shard file (the unit of work of a rank)")
-    p.add_argument("--max-utts", type=int, default=None, help="only the first N cuts of each split (subsets)")
+    p.add_argument("--shard-size", type=int, default=500,
+                   help="cuts per shard file (the unit of work of a rank; the shards do not depend on --world-size)")
+    p.add_argument("--max-utts", type=int, default=None, help="only the first N cuts of each split (default: all)")
     add_dataclass_options(p, LatticeConfig())
-    add_stage_options(p)
+    add_stage_options(p, "<exp_dir>/log")
     add_distributed_options(p)
     args = p.parse_args(argv)
     setup_logging(args.log_dir or args.exp_dir / "log", "make-lattices")

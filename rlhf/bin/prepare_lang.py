@@ -14,16 +14,18 @@ import argparse
 from pathlib import Path
 from typing import Optional
 
-from rlhf.cli import add_stage_options, run_step
+from rlhf.cli import HelpFormatter, add_stage_options, run_step
 from rlhf.lang.prepare_lang import prepare_lang
 from rlhf.log import setup_logging
 
 
 def main(argv: Optional[list[str]] = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("supervisions", type=Path, help="training supervisions, e.g. data/manifests/synth_supervisions_train.jsonl.gz")
-    p.add_argument("lang_dir", type=Path, help="e.g. data/lang_bpe_200")
-    p.add_argument("--vocab-size", type=int, default=200, help="sentencepiece vocabulary size (not used for word)")
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    p.add_argument("supervisions", type=Path,
+                   help="the training supervisions, e.g. data/manifests/synth_supervisions_train.jsonl.gz")
+    p.add_argument("lang_dir", type=Path, help="where the lang files go, e.g. data/lang_bpe_200")
+    p.add_argument("--vocab-size", type=int, default=200,
+                   help="tokens of the sentencepiece model, the CTC blank included (not used with --model-type word)")
     p.add_argument("--model-type", choices=["bpe", "unigram", "char", "word"], default="bpe",
                    help="sentencepiece model type, or word: one token per word (tiny vocabularies like yesno)")
     add_stage_options(p)

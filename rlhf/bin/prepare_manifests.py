@@ -10,17 +10,20 @@ import argparse
 from pathlib import Path
 from typing import Optional
 
-from rlhf.cli import add_stage_options, run_step
+from rlhf.cli import HelpFormatter, add_stage_options, run_step
 from rlhf.corpus.prepare import prepare_manifests
 from rlhf.log import setup_logging
 
 
 def main(argv: Optional[list[str]] = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("corpus_dir", type=Path)
-    p.add_argument("output_dir", type=Path, help="e.g. data/manifests")
-    p.add_argument("--corpus-name", default="synth")
-    p.add_argument("--sample-rate", type=int, default=16000)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    p.add_argument("corpus_dir", type=Path,
+                   help="the synthesized corpus (local/synthesize_corpus.sh), e.g. download/synth")
+    p.add_argument("output_dir", type=Path, help="where the manifests go, e.g. data/manifests")
+    p.add_argument("--corpus-name", default="synth",
+                   help="name prefix of the manifests: <output_dir>/<corpus-name>_recordings_<split>.jsonl.gz")
+    p.add_argument("--sample-rate", type=int, default=16000,
+                   help="the rate every audio file must have, in Hz (a file at another rate is an error)")
     add_stage_options(p)
     args = p.parse_args(argv)
     setup_logging(args.log_dir, "prepare_manifests")

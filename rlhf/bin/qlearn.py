@@ -27,13 +27,13 @@ from rlhf.rl.values import REWARD_MODES
 @record
 def main(argv: Optional[list[str]] = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    p.add_argument("exp_dir", type=Path, help="the model's directory, with lattices/ from stage 5")
-    p.add_argument("--splits", default="train dev", help="space-separated")
+    p.add_argument("exp_dir", type=Path, help="the model's directory, with lattices/ from stage 5, e.g. exp/ctc_tdnn")
+    p.add_argument("--splits", default="train dev", help="the splits whose lattices to run over, space-separated")
     p.add_argument("--reward", default="frame", choices=REWARD_MODES,
                    help="frame: agreement with the reference's forced alignment per frame (sMBR); "
                         "edit: minus the edit distance, via the product with the reference's Levenshtein automaton")
     add_dataclass_options(p, QLearningConfig())
-    add_stage_options(p)
+    add_stage_options(p, "<exp_dir>/log")
     add_distributed_options(p)
     args = p.parse_args(argv)
     setup_logging(args.log_dir or args.exp_dir / "log", "qlearn")

@@ -18,26 +18,34 @@ import argparse
 from pathlib import Path
 from typing import Optional
 
-from rlhf.cli import add_stage_options, run_step
+from rlhf.cli import HelpFormatter, add_stage_options, run_step
 from rlhf.corpus.synthesize import CorpusConfig, synthesize_corpus
 from rlhf.log import setup_logging
 from rlhf.manifests import SPLITS
 
 
 def get_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("corpus_dir", type=Path, help="where to write the corpus")
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    p.add_argument("corpus_dir", type=Path, help="where to write the corpus, e.g. download/synth")
     defaults = CorpusConfig()
-    p.add_argument("--seed", type=int, default=defaults.seed)
+    p.add_argument("--seed", type=int, default=defaults.seed,
+                   help="seed of every text, voice and acoustic condition: the same seed gives the same bytes")
     for split in SPLITS:
-        p.add_argument(f"--num-{split}", type=int, default=defaults.num_utterances(split), help=f"{split} utterances")
-        p.add_argument(f"--num-{split}-speakers", type=int, default=defaults.num_speakers[split])
-    p.add_argument("--snr-min", type=float, default=defaults.snr_min, help="dB")
-    p.add_argument("--snr-max", type=float, default=defaults.snr_max, help="dB")
-    p.add_argument("--reverb-prob", type=float, default=defaults.reverb_prob)
-    p.add_argument("--rt60-min", type=float, default=defaults.rt60_min, help="seconds")
-    p.add_argument("--rt60-max", type=float, default=defaults.rt60_max, help="seconds")
-    p.add_argument("--nj", type=int, default=1, help="parallel jobs")
+        p.add_argument(f"--num-{split}", type=int, default=defaults.num_utterances(split),
+                       help=f"utterances of the {split} split")
+        p.add_argument(f"--num-{split}-speakers", type=int, default=defaults.num_speakers[split],
+                       help=f"voices of the {split} split (each split's voices are its own)")
+    p.add_argument("--snr-min", type=float, default=defaults.snr_min,
+                   help="lowest signal-to-noise ratio of the added noise, in dB")
+    p.add_argument("--snr-max", type=float, default=defaults.snr_max,
+                   help="highest signal-to-noise ratio of the added noise, in dB")
+    p.add_argument("--reverb-prob", type=float, default=defaults.reverb_prob,
+                   help="share of the utterances with room reverberation, in [0, 1]")
+    p.add_argument("--rt60-min", type=float, default=defaults.rt60_min,
+                   help="shortest reverberation time (RT60) of the synthetic rooms, in seconds")
+    p.add_argument("--rt60-max", type=float, default=defaults.rt60_max,
+                   help="longest reverberation time (RT60) of the synthetic rooms, in seconds")
+    p.add_argument("--nj", type=int, default=1, help="parallel synthesis processes")
     add_stage_options(p)
     return p
 

@@ -21,8 +21,8 @@ from typing import Optional
 
 from torch.distributed.elastic.multiprocessing.errors import record
 
-from rlhf.cli import (add_dataclass_options, add_distributed_options, add_model_dirs, add_stage_options,
-                      dataclass_from_args, run_step)
+from rlhf.cli import (HelpFormatter, add_dataclass_options, add_device_option, add_distributed_options, add_model_dirs,
+                      add_stage_options, dataclass_from_args, run_step)
 from rlhf.lang.tokenizer import Tokenizer
 from rlhf.log import setup_logging
 from rlhf.model import add_model_options, model_config_from_args
@@ -31,15 +31,16 @@ from rlhf.train import TrainConfig, train
 
 @record
 def main(argv: Optional[list[str]] = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     add_model_dirs(p)
-    p.add_argument("--num-features", type=int, default=80, help="fbank bins of the cuts")
-    p.add_argument("--dev-split", default="dev", help="held-out split for the per-epoch loss and WER")
-    p.add_argument("--start-epoch", type=int, default=1, help="resume from epoch-(N-1).pt")
-    p.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda:0, ...")
+    p.add_argument("--num-features", type=int, default=80,
+                   help="feature bins per frame of the cuts (stage 2's --num-mel-bins)")
+    p.add_argument("--dev-split", default="dev", help="the held-out split of the per-epoch loss and greedy WER")
+    p.add_argument("--start-epoch", type=int, default=1, help="resume from epoch-(N-1).pt (1: start from scratch)")
+    add_device_option(p)
     add_dataclass_options(p, TrainConfig())
     add_model_options(p)
-    add_stage_options(p)
+    add_stage_options(p, "<exp_dir>/log")
     add_distributed_options(p)
     args = p.parse_args(argv)
     setup_logging(args.log_dir or args.exp_dir / "log", "train")

@@ -14,16 +14,17 @@ import argparse
 from pathlib import Path
 from typing import Optional
 
-from rlhf.cli import add_stage_options, run_step
+from rlhf.cli import HelpFormatter, add_stage_options, run_step
 from rlhf.lang.train_lm import train_lm
 from rlhf.log import setup_logging
 
 
 def main(argv: Optional[list[str]] = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("lang_dir", type=Path, help="made by steps/prepare_lang.sh, e.g. data/lang_bpe_200")
-    p.add_argument("lm_dir", type=Path, help="e.g. data/lm")
-    p.add_argument("--order", type=int, default=3, help="n-gram order (with --arpa: the highest order used)")
+    p.add_argument("lm_dir", type=Path, help="where the ARPA LM and G go, e.g. data/lm")
+    p.add_argument("--order", type=int, default=3,
+                   help="n-gram order of the word LM (with --arpa: the highest order kept)")
     p.add_argument("--arpa", type=Path, default=None,
                    help="compile this ARPA LM (.arpa or .arpa.gz) instead of estimating one from the transcripts")
     add_stage_options(p)

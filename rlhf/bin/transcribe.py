@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Optional
 
 from rlhf.bundle import MODEL_LANG_DIR, FeatureConfig
-from rlhf.cli import HelpFormatter, add_dataclass_options, dataclass_from_args, run_step
+from rlhf.cli import HelpFormatter, add_dataclass_options, add_device_option, dataclass_from_args, run_step
 from rlhf.decode import METHODS, LatticeConfig
 from rlhf.log import setup_logging
 from rlhf.model import pick_device
@@ -32,18 +32,22 @@ from rlhf.transcribe import Transcriber, load_model_for_decoding, pick_method, t
 def main(argv: Optional[list[str]] = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("audio", type=Path, nargs="+", help="audio files (any format soundfile reads)")
-    p.add_argument("--model-dir", type=Path, required=True, help="a trained model directory, e.g. exp/ctc_tdnn")
-    p.add_argument("--epoch", type=int, default=None, help="use epoch-N.pt (None: the last one)")
-    p.add_argument("--avg", type=int, default=1, help="... averaged with the K-1 epochs before it")
-    p.add_argument("--checkpoint", type=Path, default=None, help="a checkpoint file instead of --epoch/--avg")
-    p.add_argument("--lang-dir", type=Path, default=None, help="the lang files (None: <model-dir>/lang)")
+    p.add_argument("--model-dir", type=Path, required=True,
+                   help="a trained, bundled model directory, e.g. exp/ctc_tdnn")
+    p.add_argument("--epoch", type=int, default=None, help="use the model of epoch-N.pt (default: the last epoch) ...")
+    p.add_argument("--avg", type=int, default=1,
+                   help="... averaged (parameter by parameter) with the K-1 epochs before it")
+    p.add_argument("--checkpoint", type=Path, default=None,
+                   help="a checkpoint file (a fine-tuned best.pt, say) instead of --epoch/--avg")
+    p.add_argument("--lang-dir", type=Path, default=None, help="the lang files (default: <model-dir>/lang)")
     p.add_argument("--method", default="auto", choices=["auto", *METHODS],
-                   help="auto: hlg-1best when the lang files include HLG.pt, else ctc-1best")
-    p.add_argument("--lattice-out", type=Path, default=None, help="write each file's lattice here (lattice methods)")
-    p.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda:0, ...")
-    # LM scale 0.5 as the recipes decode (tuned on the default corpus's dev set).
-    add_dataclass_options(p, LatticeConfig(lm_scale=0.5))
-    p.add_argument("--log-dir", type=Path, default=None, help="also write the log under this directory")
+                   help="decoding method; auto: hlg-1best when the lang files include HLG.pt, else ctc-1best")
+    p.add_argument("--lattice-out", type=Path, default=None,
+                   help="write each file's lattice into this directory (lattice methods only)")
+    add_device_option(p)
+    add_dataclass_options(p, LatticeConfig())
+    p.add_argument("--log-dir", type=Path, default=None,
+                   help="also write the log to a file in this directory (default: none, stderr only)")
     args = p.parse_args(argv)
     setup_logging(args.log_dir, "transcribe")
     config = dataclass_from_args(LatticeConfig, args)
