@@ -5,6 +5,7 @@ The steps are launched exactly as run.sh launches them (steps/*.sh --world-size 
 one process and two do the same arithmetic but for the order of the all-reduced sums.
 """
 
+import json
 import os
 import shutil
 import signal
@@ -149,7 +150,8 @@ def _rank_pid(agent: int, rank: int, deadline: float) -> int:
 @pytest.mark.parametrize("signal_name", ["SIGKILL", "SIGSTOP"])
 def test_a_rank_that_dies_or_hangs_ends_the_job_with_an_error(tiny_recipe, lattices, tmp_path, signal_name):
     """SIGKILL: torchrun sees the dead rank and stops the job. SIGSTOP: the rank hangs; the other
-    rank's next collective times out (--dist-timeout) and the job ends."""
+    rank's next collective times out (--dist-timeout) and the job ends. Either way rank 0 gets no
+    further than the iteration it is in (the timeouts below only turn a hang into a failure)."""
     out = tmp_path / "killed"
     timeout = 10
     proc = subprocess.Popen([str(STEPS / "finetune.sh"), "--world-size", "2", "--dist-timeout", str(timeout),
@@ -157,21 +159,20 @@ def test_a_rank_that_dies_or_hangs_ends_the_job_with_an_error(tiny_recipe, latti
                              *map(str, _data(tiny_recipe)), str(lattices[2])],
                             env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.time() + 120
+        deadline = time.time() + 600
         while not (out / "progress.json").is_file() or '"steps": []' in (out / "progress.json").read_text():
             assert proc.poll() is None and time.time() < deadline, "the job did not start iterating"
             time.sleep(0.5)
         victim = _rank_pid(proc.pid, 1, deadline)
+        iteration = json.loads((out / "progress.json").read_text())["iteration"]
         os.kill(victim, getattr(signal, signal_name))
-        killed_at = time.time()
-        output, _ = proc.communicate(timeout=timeout + 60)
-        elapsed = time.time() - killed_at
+        output, _ = proc.communicate(timeout=600)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
     assert proc.returncode != 0
-    assert elapsed < timeout + 45, f"the job took {elapsed:.0f} s to end"
+    assert json.loads((out / "progress.json").read_text())["iteration"] <= iteration + 1
     assert "rlhf.bin.finetune FAILED" in output
     if signal_name == "SIGKILL":
         assert "Signal 9 (SIGKILL)" in output and "rank      : 1" in output

@@ -4,7 +4,6 @@ import json
 
 import pytest
 import torch
-from conftest import TINY_OPTIONS, run_recipe
 
 from rlhf.checkpoint import average_checkpoints, model_digest
 from rlhf.compare import compare
@@ -67,14 +66,11 @@ def test_hf_run_is_deterministic_and_resume_equals_an_uninterrupted_run(tiny_rec
 
 @pytest.mark.parametrize("objective,optimizer,reward", [
     ("rl", "hf", "edit"), ("rl", "adam", "frame"), ("mwer", "adam", "frame"), ("ctc", "adam", "frame")])
-def test_every_method_runs_and_moves_the_model(tiny_recipe, tmp_path, objective, optimizer, reward):
-    if reward == "edit":
-        result = run_recipe(tiny_recipe.workdir, *TINY_OPTIONS, "--stage", "6", "--stop-stage", "6",
-                            "--reward", "edit")
-        assert result.returncode == 0, result.stdout
-    out = _run(tiny_recipe, tmp_path / "run", objective=objective, optimizer=optimizer, reward=reward)
+def test_every_method_runs_and_moves_the_model(request, tmp_path, objective, optimizer, reward):
+    recipe = request.getfixturevalue("edit_recipe" if reward == "edit" else "tiny_recipe")
+    out = _run(recipe, tmp_path / "run", objective=objective, optimizer=optimizer, reward=reward)
     state = _state(out)
-    baseline = average_checkpoints(tiny_recipe.model_dir, 2, 2).state_dict()
+    baseline = average_checkpoints(recipe.model_dir, 2, 2).state_dict()
     assert any(not torch.equal(v, baseline[k]) for k, v in state["model"].items())
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
     assert len(json.loads((out / "progress.json").read_text())["history"]) >= 2
