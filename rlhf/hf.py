@@ -1,4 +1,4 @@
-"""Hessian-free (truncated Newton) optimization (Martens 2010; Kingsbury et al. 2012).
+"""Hessian-free (truncated Newton) optimization (Martens 2010; Kingsbury et al. 2012; docs/finetuning.md).
 
 Each step minimizes a local quadratic model of the objective around the parameters theta,
     q(d) = f(theta) + g^T d + 0.5 d^T (G + lambda I) d,

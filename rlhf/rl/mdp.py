@@ -1,4 +1,4 @@
-"""A k2 FsaVec seen as a batch of finite acyclic decision processes (design note section 1).
+"""A k2 FsaVec seen as a batch of finite acyclic decision processes (docs/lattice-rl.md).
 
 State = FSA state, action = an arc leaving it, deterministic transition to the arc's
 destination, terminal = the FSA's final state (k2's last state). Everything is indexed

@@ -1,4 +1,4 @@
-"""The sequence-training objective over re-scored lattices (design note section 4).
+"""The sequence-training objective over re-scored lattices (docs/finetuning.md).
 
 A fixed lattice is re-scored by the current network: arc weight
 w(a) = kappa * log p(label(a) | frame(a)) + graph_score(a), a gather from the network output,

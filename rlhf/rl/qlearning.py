@@ -1,4 +1,4 @@
-"""Tabular Q-learning over every arc of every lattice at once (design note section 3).
+"""Tabular Q-learning over every arc of every lattice at once (docs/lattice-rl.md).
 
 The seed's rule, applied to all arcs of an FsaVec:
 
