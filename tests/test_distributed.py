@@ -20,6 +20,8 @@ from conftest import REPO, TINY_OPTIONS, relative_difference, run_recipe
 from rlhf.lattice_shards import LatticeShard, shard_paths
 from rlhf.torchrun import free_port, standalone_on_free_port
 
+pytestmark = pytest.mark.slow  # multi-process jobs: minutes in all
+
 STEPS = REPO / "steps"
 # The tiny recipe's stage 5 options (conftest.TINY_MODEL_OPTIONS), shards of 5 cuts so both ranks work.
 LATTICE_OPTIONS = ["--epoch", "2", "--avg", "2", "--max-active-states", "1000", "--output-beam", "3",

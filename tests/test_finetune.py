@@ -47,6 +47,7 @@ def test_stage7_fine_tunes_and_reports_baseline_against_fine_tuned(tiny_recipe):
     assert set(results["rows"]) == {"ctc-greedy", "ctc-1best", "hlg-1best"}
 
 
+@pytest.mark.slow
 def test_hf_run_is_deterministic_and_resume_equals_an_uninterrupted_run(tiny_recipe, tmp_path):
     _run(tiny_recipe, tmp_path / "a")
     _run(tiny_recipe, tmp_path / "b")
@@ -66,6 +67,7 @@ def test_hf_run_is_deterministic_and_resume_equals_an_uninterrupted_run(tiny_rec
 
 @pytest.mark.parametrize("objective,optimizer,reward", [
     ("rl", "hf", "edit"), ("rl", "adam", "frame"), ("mwer", "adam", "frame"), ("ctc", "adam", "frame")])
+@pytest.mark.slow
 def test_every_method_runs_and_moves_the_model(request, tmp_path, objective, optimizer, reward):
     recipe = request.getfixturevalue("edit_recipe" if reward == "edit" else "tiny_recipe")
     out = _run(recipe, tmp_path / "run", objective=objective, optimizer=optimizer, reward=reward)

@@ -59,6 +59,7 @@ def test_stored_values_match_the_lattices(tiny_recipe):
     assert table in (tiny_recipe.workdir / "RESULTS.md").read_text()
 
 
+@pytest.mark.slow
 def test_edit_reward_stage_and_exact_oracle(edit_recipe):
     assert "make-lattices: already complete" in edit_recipe.output  # stage 5 is not redone
     lattice_dir = edit_recipe.model_dir / "lattices"
@@ -99,6 +100,7 @@ def test_oov_reference_words_get_an_id_no_arc_outputs(tiny_recipe):
     assert refs == [[words[known], maker.oov_id]] and maker.oov_id > max(words.values())
 
 
+@pytest.mark.slow
 def test_ctc_topology_lattices_compare_tokens(tiny_recipe, tmp_path):
     """--graph ctc: token lattices without an LM; references and the edit reward are in tokens."""
     import shutil

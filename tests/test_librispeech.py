@@ -68,6 +68,7 @@ def write_unigram_arpa(path: Path, words: set[str]) -> None:
         f.write("".join(f"{logprob:.4f} {w}\n" for w in sorted(words)) + "\n\\end\\\n")
 
 
+@pytest.mark.slow
 def test_manifests_map_parts_to_splits_and_keep_transcripts(librispeech):
     work, texts, _ = librispeech
     manifests = work / "data" / "manifests"
@@ -79,6 +80,7 @@ def test_manifests_map_parts_to_splits_and_keep_transcripts(librispeech):
         assert {s.speaker for s in sups} == set(LAYOUT[part])
 
 
+@pytest.mark.slow
 def test_stages_1_to_4_run_on_the_shared_steps(librispeech):
     work, texts, output = librispeech
     assert (work / "data" / "lang_bpe_50" / "bpe.model").is_file()
@@ -118,6 +120,7 @@ def test_train_lm_compiles_a_given_arpa_and_drops_oov_ngrams(tmp_path):
     assert set(G.aux_labels.tolist()) <= {0, 2, 3, 4, -1}  # no word outside words.txt
 
 
+@pytest.mark.slow
 def test_rerun_of_training_and_decoding_keeps_the_bundled_model(librispeech):
     """Stage 3 bundles lang/ without HLG.pt and stage 4 adds it; a re-run redoes neither."""
     work, _, _ = librispeech

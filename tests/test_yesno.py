@@ -12,6 +12,7 @@ from conftest import REPO, run_recipe
 YESNO = Path(os.environ.get("RLHF_YESNO_DIR", REPO.parent / "shared" / "corpora" / "waves_yesno"))
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not YESNO.is_dir(), reason=f"no yesno corpus at {YESNO} (set RLHF_YESNO_DIR to a waves_yesno copy)")
 def test_yesno_recipe_reaches_icefall_wer(tmp_path):
     result = run_recipe(tmp_path, "--corpus-dir", str(YESNO), script=REPO / "egs" / "yesno" / "run.sh")
