@@ -17,5 +17,5 @@ export launch_cmd="python -m rlhf.torchrun --standalone"
 # Several machines by hand (no scheduler): start the same step on every machine, e.g. for stage 5
 # on 2 machines with 8 processes each, with node0 reachable from all (see README, Scaling out):
 #   node0$ utils/launch.sh --world-size 16 --nodes 2 --cmd "python -m rlhf.torchrun --nnodes=2 --rdzv_backend=c10d \
-#            --rdzv_endpoint=node0:29500 --rdzv_id=lat1" rlhf.make_lattices <options as run.sh gives them>
+#            --rdzv_endpoint=node0:29500 --rdzv_id=lat1" rlhf.bin.make_lattices <options as run.sh gives them>
 #   node1$ (the same command)

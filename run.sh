@@ -43,7 +43,7 @@ avg=3                         # ... averaged with the epochs before it
 search_beam=20                # lattice search beam (stage 4)
 output_beam=8                 # lattice output beam
 max_active_states=10000       # most active states per frame in the lattice search
-lm_scale=0.5                  # weight of the HLG graph (LM) scores (tuned on dev)
+lm_scale=0.5                  # weight of the HLG graph (LM) scores (tuned on dev; the steps' default)
 lattice_splits="train dev"    # stage 5: splits decoded into training lattices
 lattice_output_beam=8         # stage 5: lattice output beam (search beam and LM scale as in stage 4)
 lattice_shard_size=500        # stage 5: cuts per lattice shard (the unit of work of one rank)
@@ -133,7 +133,7 @@ if run_stage 4; then
   "$here/steps/decode.sh" --epoch "$epoch" --avg "$avg" --search-beam "$search_beam" \
     --output-beam "$output_beam" --max-active-states "$max_active_states" --lm-scale "$lm_scale" \
     --device "$device" "$lang_dir" "$fbank_dir" "$model_dir"
-  "$here/steps/export_model.sh" --log-dir "$log_dir" "$lang_dir" "$fbank_dir" "$model_dir"
+  "$here/steps/bundle_model.sh" --log-dir "$log_dir" "$lang_dir" "$fbank_dir" "$model_dir"
   append_results "$model_dir/results-epoch-$epoch-avg-$avg.md" "$results_file"
   log "Stage 4 done: recogs-*, errs-*, wer-summary-* under $model_dir/<method>/"
 fi

@@ -61,5 +61,5 @@ for method in $methods; do
     --seed "$seed" --out-dir "$run_dir" --force "$force" "$lang_dir" "$data_dir/fbank" "$exp_dir" > /dev/null
   run_dirs+=("$run_dir")
 done
-rlhf-compare-finetune --out "$out_dir/comparison" "$baseline" "${run_dirs[@]}"
+python -m rlhf.bin.compare_finetune --out "$out_dir/comparison" "$baseline" "${run_dirs[@]}"
 append_results "$out_dir/comparison.md" "$results_file"

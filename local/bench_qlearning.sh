@@ -26,6 +26,6 @@ if [ ! -d "$exp_dir/lattices/$split" ]; then
 fi
 out=$exp_dir/bench-qlearning-$split.md
 log "Benchmarking Q-learning on $exp_dir/lattices/$split"
-rlhf-bench-qlearning ${max_shards:+--max-shards "$max_shards"} --threads "$threads" --alpha "$alpha" \
+python -m rlhf.bin.bench_qlearning ${max_shards:+--max-shards "$max_shards"} --threads "$threads" --alpha "$alpha" \
   --gamma "$gamma" --out "$out" "$exp_dir/lattices/$split"
 append_results "$out" "$results_file"

@@ -1,4 +1,4 @@
-"""Command-line conventions shared by every step's entry point."""
+"""Command-line conventions shared by every program in rlhf/bin."""
 
 import argparse
 import logging
@@ -16,44 +16,75 @@ def str2bool(value: str) -> bool:
     return value == "true"
 
 
-def add_stage_options(parser: argparse.ArgumentParser) -> None:
-    """``--force`` (redo a complete step) and ``--log-dir`` (where the step's log file goes)."""
-    parser.add_argument("--force", type=str2bool, default=False, help="redo even when complete (true/false)")
-    parser.add_argument("--log-dir", type=Path, default=None, help="also write the log under this directory")
+def add_stage_options(parser: argparse.ArgumentParser, log_dir: str = "") -> None:
+    """``--force`` (redo a complete step) and ``--log-dir`` (where the step's log file goes;
+    ``log_dir`` names the directory used without the option, none by default)."""
+    parser.add_argument("--force", type=str2bool, default=False,
+                        help="redo the step even when its outputs are complete for the same options and inputs "
+                             "(true/false)")
+    parser.add_argument("--log-dir", type=Path, default=None,
+                        help="also write the log to a file in this directory (default: " +
+                             (log_dir or "none, the console only") + ")")
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Defaults shown for every option; the module docstring kept as written."""
+    """Every option's default after its help (an option whose default is None says in its help
+    what it falls back to); the program's docstring kept as written."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None:
+            return action.help
+        if isinstance(action.default, bool):  # as the option is written: true or false
+            return f"{action.help} (default: {str(action.default).lower()})"
+        return super()._get_help_string(action)
 
 
 def add_model_dirs(parser: argparse.ArgumentParser) -> None:
     """The positional directories of the steps that train or use a model, and ``--corpus``."""
-    parser.add_argument("lang_dir", type=Path, help="e.g. data/lang_bpe_200 (tokens.txt; HLG.pt for hlg-1best)")
-    parser.add_argument("fbank_dir", type=Path, help="cuts with features, e.g. data/fbank")
-    parser.add_argument("exp_dir", type=Path, help="the model's directory, e.g. exp/ctc_tdnn")
-    parser.add_argument("--corpus", default="synth", help="cut manifest name prefix")
+    parser.add_argument("lang_dir", type=Path,
+                        help="the lang dir (tokens.txt, words.txt; HLG.pt once compiled), e.g. data/lang_bpe_200")
+    parser.add_argument("fbank_dir", type=Path,
+                        help="the cut manifests with features of stage 2, e.g. data/fbank")
+    parser.add_argument("exp_dir", type=Path, help="the model's directory (epoch-N.pt), e.g. exp/ctc_tdnn")
+    parser.add_argument("--corpus", default="synth",
+                        help="name prefix of the cut manifests: <fbank_dir>/<corpus>_cuts_<split>.jsonl.gz")
 
 
 def add_inference_options(parser: argparse.ArgumentParser, epoch_required: bool = True) -> None:
     """Which checkpoints to use (``--epoch N --avg K``, icefall's), batch size and device."""
-    parser.add_argument("--epoch", type=int, required=epoch_required, help="use epoch-N.pt ...")
-    parser.add_argument("--avg", type=int, default=1, help="... averaged with the K-1 epochs before it")
-    parser.add_argument("--max-duration", type=float, default=200.0, help="seconds of audio per batch")
-    parser.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda:0, ...")
+    parser.add_argument("--epoch", type=int, required=epoch_required, help="use the model of epoch-N.pt ...")
+    parser.add_argument("--avg", type=int, default=1,
+                        help="... averaged (parameter by parameter) with the K-1 epochs before it")
+    parser.add_argument("--max-duration", type=float, default=200.0, help="seconds of audio per decoding batch")
+    add_device_option(parser)
+
+
+def add_device_option(parser: argparse.ArgumentParser) -> None:
+    """``--device``, as rlhf.model.pick_device reads it."""
+    parser.add_argument("--device", default="auto",
+                        help="torch device: auto (the GPU when there is one, else the CPU), cpu, cuda:0, ...")
 
 
 def add_dataclass_options(parser: argparse.ArgumentParser, defaults: Any, prefix: str = "",
                           names: Optional[Iterable[str]] = None) -> None:
     """One ``--<prefix><field-name>`` option per field of a config dataclass (or per field in
-    ``names``), defaulting to ``defaults``; ``parser`` may be an argument group."""
+    ``names``), defaulting to ``defaults``; ``parser`` may be an argument group.
+
+    The option's help and choices are the field's metadata, written where the field is defined:
+    ``field(default=..., metadata={"help": "...", "choices": (...)})``.
+    """
     keep = None if names is None else set(names)
     for f in fields(defaults):
         if keep is not None and f.name not in keep:
             continue
+        if "help" not in f.metadata:
+            raise TypeError(f"{type(defaults).__name__}.{f.name} has no help in its field metadata")
         value = getattr(defaults, f.name)
+        boolean = isinstance(value, bool)
         parser.add_argument("--" + (prefix + f.name).replace("_", "-"), dest=prefix + f.name,
-                            type=str2bool if isinstance(value, bool) else type(value),
-                            default=value, help=f.name.replace("_", " ") + (" (true/false)" if isinstance(value, bool) else ""))
+                            type=str2bool if boolean else type(value), default=value,
+                            choices=f.metadata.get("choices"),
+                            help=f.metadata["help"] + (" (true/false)" if boolean else ""))
 
 
 def dataclass_from_args(cls: type, args: argparse.Namespace, prefix: str = "",

@@ -5,13 +5,10 @@ directory, its ``progress.json`` (dev WER during optimization) and ``results-bes
 (the best model decoded like stage 4). Writes ``<out>.md`` and ``<out>.png``.
 """
 
-import argparse
 import json
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Sequence
 
-from rlhf.cli import HelpFormatter, run_step
-from rlhf.log import setup_logging
 from rlhf.stage import atomic_output
 
 
@@ -63,7 +60,7 @@ def compare(baseline_results: Path, run_dirs: Sequence[Path], out: Path, splits:
     baseline = _load(baseline_results, "decode the baseline first (stage 4)")
     runs = {}
     for d in run_dirs:
-        progress = _load(d / "progress.json", "run rlhf-finetune (stage 7) into it first")
+        progress = _load(d / "progress.json", "run steps/finetune.sh (stage 7) into it first")
         results = _load(d / "results-best.json", "decode its best.pt first (steps/decode.sh --checkpoint)")
         runs[d.name] = (progress, results)
     table = comparison_table(baseline, runs, splits)
@@ -78,18 +75,3 @@ def compare(baseline_results: Path, run_dirs: Sequence[Path], out: Path, splits:
         tmp.write_text(text)
     plot_dev_wer({name: p for name, (p, _) in runs.items()}, png)
     return text
-
-
-def main(argv: Optional[list[str]] = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    p.add_argument("baseline_results", type=Path, help="e.g. exp/ctc_tdnn/results-epoch-12-avg-3.json")
-    p.add_argument("run_dirs", type=Path, nargs="+", help="fine-tuning output directories")
-    p.add_argument("--out", type=Path, required=True, help="writes OUT.md and OUT.png")
-    p.add_argument("--splits", default="dev test", help="space-separated")
-    args = p.parse_args(argv)
-    setup_logging(None, "compare-finetune")
-    run_step(lambda: print(compare(args.baseline_results, args.run_dirs, args.out, args.splits.split())))
-
-
-if __name__ == "__main__":
-    main()

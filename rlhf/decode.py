@@ -1,18 +1,7 @@
-"""Decode with a trained CTC model and score (stage 4).
-
-Methods:
-  ctc-greedy   best token per frame, no search
-  ctc-1best    shortest path of a k2 lattice over the CTC topology of the tokens (no LM)
-  hlg-1best    shortest path of a k2 lattice over HLG (lexicon and word n-gram LM)
-
-For each method and split, ``<exp_dir>/<method>/`` gets icefall's ``recogs-<split>-<suffix>.txt``,
-``errs-<split>-<suffix>.txt`` and ``wer-summary-<split>-<suffix>.txt``; lattice methods also get
-``nbest-<split>-<suffix>.txt`` (n-best lists drawn from the lattice) and
-``lattice-stats-<split>-<suffix>.json`` (arcs per frame, n-best oracle WER, empty lattices).
-``<exp_dir>/results-<suffix>.md`` is the table of every method, split and statistic.
+"""Decoding with a CTC model: greedy, and k2 lattice search over the CTC topology or HLG, with
+n-best lists, oracle WER and the Kaldi-style result files; stage 7's dev WER (DevEvaluator).
 """
 
-import argparse
 import json
 import logging
 import time
@@ -22,16 +11,14 @@ from typing import Optional, Sequence
 
 import k2
 import torch
+from lhotse import CutSet
 
 from rlhf import distributed
 from rlhf.checkpoint import average_checkpoints, checkpoint_path, load_model
-from rlhf.cli import (HelpFormatter, add_dataclass_options, add_inference_options, add_model_dirs, add_stage_options,
-                      dataclass_from_args, run_step)
 from rlhf.ctc import dense_fsa_vec, greedy_search
 from rlhf.data import batch_inputs, load_cuts, make_dataloader
 from rlhf.graphs import ctc_topo_graph, load_graph, read_symbols
 from rlhf.lang.tokenizer import Tokenizer
-from rlhf.log import setup_logging
 from rlhf.manifests import manifest_path
 from rlhf.model import CtcModel, pick_device
 from rlhf.scoring import Utterance, compute_wer, oracle_hypothesis, write_errs, write_recogs, write_wer_summary
@@ -40,15 +27,28 @@ from rlhf.stage import StageMarker, atomic_output
 METHODS = ("ctc-greedy", "ctc-1best", "hlg-1best")
 
 
+# Weight of HLG's graph scores against the acoustic log-probabilities: tuned on the default
+# corpus's dev set (RESULTS.md); every program and recipe decodes with it unless told otherwise.
+LM_SCALE = 0.5
+
+
 @dataclass
 class LatticeConfig:
-    search_beam: float = 20.0
-    output_beam: float = 8.0
-    min_active_states: int = 30
-    max_active_states: int = 10000
-    lm_scale: float = 1.0         # scale of HLG's graph (LM) scores against the acoustic scores
-    num_paths: int = 50           # paths drawn from each lattice for the n-best list and oracle
-    nbest_scale: float = 0.5      # flattens the lattice before sampling, for more distinct paths
+    search_beam: float = field(default=20.0, metadata={
+        "help": "beam of the lattice search (k2.intersect_dense_pruned), in log-probability units"})
+    output_beam: float = field(default=8.0, metadata={
+        "help": "beam of the output lattice, in log-probability units: arcs on paths within it of the best "
+                "are kept (the lattice's size)"})
+    min_active_states: int = field(default=30, metadata={"help": "fewest active states per frame in the search"})
+    max_active_states: int = field(default=10000, metadata={
+        "help": "most active states per frame in the search (bounds its time and memory)"})
+    lm_scale: float = field(default=LM_SCALE, metadata={
+        "help": "weight of HLG's graph scores (word LM and lexicon) against the acoustic log-probabilities"})
+    num_paths: int = field(default=50, metadata={
+        "help": "paths drawn from each lattice for its n-best list and the n-best oracle WER"})
+    nbest_scale: float = field(default=0.5, metadata={
+        "help": "factor on the lattice scores before the n-best paths are drawn (below 1: flatter, so more "
+                "distinct paths)"})
 
 
 @dataclass
@@ -221,6 +221,24 @@ def decode_split(decoder: Decoder, loader, split: str) -> tuple[dict[str, Method
     return results, audio_seconds, decoder.nnet_seconds - nnet_start
 
 
+class DevEvaluator:
+    """Dev WER of HLG 1-best decoding, exactly as stage 4 decodes (each rank decodes every
+    world_size-th cut; the WER is over all of them)."""
+
+    def __init__(self, model: CtcModel, tokenizer: Tokenizer, lang_dir: Path, cuts_path: Path,
+                 lattice_config: LatticeConfig, max_duration: float, device: torch.device):
+        hlg, words = load_graph(lang_dir / "HLG.pt", device), read_symbols(lang_dir / "words.txt")
+        self.decoder = Decoder(model, tokenizer, ["hlg-1best"], lattice_config, device, hlg, words)
+        self.cuts = CutSet.from_cuts(distributed.context().shard(list(load_cuts(cuts_path))))
+        self.max_duration = max_duration
+
+    def wer(self) -> float:
+        training = self.decoder.model.training
+        results, _, _ = decode_split(self.decoder, make_dataloader(self.cuts, self.max_duration, shuffle=False), "dev")
+        self.decoder.model.train(training)
+        return compute_wer([u for utts in distributed.gather_objects(results["hlg-1best"].utts) for u in utts]).wer
+
+
 def write_method_outputs(out_dir: Path, split: str, suffix: str, result: MethodResult,
                          audio_seconds: float, nnet_seconds: float) -> dict:
     """Kaldi-style files of one method on one split; returns its row of the results table."""
@@ -312,33 +330,3 @@ def decode(lang_dir: Path, fbank_dir: Path, exp_dir: Path, corpus: str, splits: 
         tmp.write_text(results_table(rows, splits, suffix))
     marker.write()
     return table_path
-
-
-def main(argv: Optional[list[str]] = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    add_model_dirs(p)
-    p.add_argument("--splits", default="dev test", help="space-separated")
-    add_inference_options(p, epoch_required=False)
-    p.add_argument("--checkpoint", type=Path, default=None,
-                   help="decode this checkpoint file (e.g. a fine-tuned best.pt) instead of --epoch/--avg")
-    p.add_argument("--methods", default=" ".join(METHODS), help="space-separated")
-    add_dataclass_options(p, LatticeConfig())
-    add_stage_options(p)
-    args = p.parse_args(argv)
-    setup_logging(args.log_dir or args.exp_dir / "log", "decode")
-    config = dataclass_from_args(LatticeConfig, args)
-
-    if args.checkpoint is None and args.epoch is None:
-        p.error("give --epoch (and --avg) or --checkpoint")
-
-    def step() -> None:
-        table = decode(args.lang_dir, args.fbank_dir, args.exp_dir, args.corpus, args.splits.split(), args.epoch,
-                       args.avg, args.methods.split(), config, args.max_duration, args.device, args.force,
-                       args.checkpoint)
-        print(table.read_text())
-
-    run_step(step)
-
-
-if __name__ == "__main__":
-    main()

@@ -1,4 +1,5 @@
-"""torch.distributed for the heavy stages (3, 5, 6, 7): one process per rank, launched by torchrun.
+"""torch.distributed for the heavy stages (3, 5, 6, 7): one process per rank, launched by torchrun
+(docs/distributed.md).
 
 A step run as plain ``python``/console script is one process (world size 1) and never touches
 torch.distributed. Under ``torchrun`` (utils/launch.sh, cmd.sh) the environment names the rank

@@ -1,28 +1,18 @@
-"""Kaldi-compatible fbank (80 bins unless told otherwise) for every split, stored with lhotse's lilcom chunky writer.
-
-Writes ``<fbank_dir>/<corpus>_cuts_<split>.jsonl.gz`` (cuts with features attached) and
-the lilcom archives under ``<fbank_dir>/<corpus>_feats_<split>/``. Feature paths in the
-cuts are absolute, so the cuts stay valid wherever the command is run from.
-
-With ``--speed-perturb true`` the training split also gets each utterance at speeds 0.9 and
-1.1 (lhotse's resampling speed perturbation, as in Kaldi, icefall and ESPnet recipes): three
-cuts per utterance, the copies named ``<id>_sp0.9`` and ``<id>_sp1.1``.
+"""Kaldi-compatible fbank features of every split (lhotse ``Fbank``, lilcom archives), with optional
+speed perturbation of the training split.
 """
 
-import argparse
 import logging
 import multiprocessing
 import shutil
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Sequence
 
 import torch
 from lhotse import CutSet, Fbank, FbankConfig, LilcomChunkyWriter, load_manifest_lazy
 from tqdm import tqdm
 
-from rlhf.cli import add_stage_options, run_step, str2bool
-from rlhf.log import setup_logging
 from rlhf.manifests import manifest_path
 from rlhf.stage import StageMarker, atomic_output
 
@@ -98,25 +88,3 @@ def compute_fbank(manifest_dir: Path, fbank_dir: Path, corpus: str, splits: Sequ
         compute_fbank_split(manifest_dir, fbank_dir, corpus, split, num_jobs, num_mel_bins,
                             speed_perturb and split == TRAIN_SPLIT)
     marker.write()
-
-
-def main(argv: Optional[list[str]] = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("manifest_dir", type=Path, help="e.g. data/manifests")
-    p.add_argument("fbank_dir", type=Path, help="e.g. data/fbank")
-    p.add_argument("--corpus", default="synth", help="manifest name prefix")
-    p.add_argument("--splits", default="train dev test", help="space-separated")
-    p.add_argument("--nj", type=int, default=1, help="parallel jobs")
-    p.add_argument("--num-mel-bins", type=int, default=80, help="fbank bins (e.g. 23 for 8 kHz audio)")
-    p.add_argument("--speed-perturb", type=str2bool, default=False,
-                   help=f"add copies of every '{TRAIN_SPLIT}' utterance at speeds "
-                        f"{' and '.join(map(str, SPEED_FACTORS))} (3x the training data; true/false)")
-    add_stage_options(p)
-    args = p.parse_args(argv)
-    setup_logging(args.log_dir, "compute_fbank")
-    run_step(lambda: compute_fbank(args.manifest_dir, args.fbank_dir, args.corpus, args.splits.split(), args.nj,
-                                   args.num_mel_bins, args.force, args.speed_perturb))
-
-
-if __name__ == "__main__":
-    main()

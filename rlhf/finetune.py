@@ -1,91 +1,78 @@
-"""Sequence fine-tuning of the baseline on its own lattices (stage 7, and its controls).
-
-Objectives (``--objective``), all evaluated on the stage-5 training lattices:
-- ``rl``: J(theta) = expected stage-6 advantage under the re-scored lattice posterior
-  (rlhf.rl.objective; ``--reward frame`` or ``edit``), optionally plus ``--ctc-weight`` x CTC;
-- ``mwer``: k2's ``mwer_loss`` on the re-scored lattices (a control);
-- ``ctc``: the baseline's own CTC loss (a control: training on for the same time).
-Optimizers (``--optimizer``): ``hf`` (rlhf.hf, ``rl`` only) or ``adam``.
-
-The loss minimized is -J per frame (``frame``) or per reference word (``edit``). Hessian-free
-takes its gradient over the training lattices (``--grad-fraction`` of them per iteration), its
-curvature over a resampled ``--curvature-fraction`` of those, and rho, backtracking and the
-line search over ``--heldout-utts`` utterances held out of the gradient. Dev WER (HLG 1-best,
-as stage 4) is measured every ``--eval-every`` iterations (and every ``--eval-interval``
-seconds); the best model is ``best.pt``. The run stops after ``--max-iters`` iterations or
-``--time-budget`` seconds of optimization (evaluation not counted), and resumes from
-``state.pt`` (written after every iteration) when run again with the same options.
-Then ``--decode-splits`` (dev, test) are decoded with best.pt exactly as stage 4 decodes the
-baseline, and one table compares the two. Outputs in ``--out-dir``: best.pt, state.pt,
-progress.json, <method>/ (recogs, errs), results-best.{md,json}, comparison.{md,png}, log/.
+"""Stage 7's optimization loop: one method (objective x optimizer) from the averaged baseline,
+with dev evaluation, the best model, resumable state, and the decoding of the best model.
 """
 
-import argparse
 import json
 import logging
 import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
-import k2
 import torch
-from lhotse import CutSet
-from torch.distributed.elastic.multiprocessing.errors import record
 
 from rlhf import distributed
 from rlhf.checkpoint import average_checkpoints, checkpoint_path, model_digest, save_checkpoint
-from rlhf.cli import (HelpFormatter, add_dataclass_options, add_distributed_options, add_model_dirs,
-                      add_stage_options, dataclass_from_args, run_step)
-from rlhf.ctc import CtcGraphCompiler, ctc_loss
-from rlhf.data import load_cuts, make_dataloader
+from rlhf.ctc import CtcGraphCompiler
 from rlhf.compare import compare
-from rlhf.decode import METHODS, Decoder, LatticeConfig, decode, decode_split
-from rlhf.graphs import load_graph, read_symbols
-from rlhf.hf import HessianFree, HessianFreeConfig, HessianFreeError, module_ggn_product
+from rlhf.decode import METHODS, DevEvaluator, LatticeConfig, decode
+from rlhf.hf import HessianFree, HessianFreeConfig
 from rlhf.lang.tokenizer import Tokenizer
-from rlhf.lattice_batches import LatticeBatch, SplitLattices, length_batches, load_split_lattices
-from rlhf.log import setup_logging
+from rlhf.lattice_batches import SplitLattices, length_batches, load_split_lattices
 from rlhf.manifests import manifest_path
 from rlhf.model import CtcModel
-from rlhf.rl.objective import (arc_output_index, distinct_paths, expected_advantage, expected_path_advantage,
-                               frame_fisher_product, posteriors, rescore, sample_paths, token_occupancy)
+from rlhf.rl.sequence_objective import CURVATURES, OBJECTIVES, SequenceObjective
 from rlhf.rl.values import REWARD_MODES
-from rlhf.scoring import compute_wer
 from rlhf.stage import StageMarker, atomic_output, file_digest
 
-OBJECTIVES = ("rl", "mwer", "ctc")
 OPTIMIZERS = ("hf", "adam")
-CURVATURES = ("softmax", "occupancy")
-# Martens' lambda = 1 and 50 CG steps made tiny steps on this objective (RESULTS.md, stage 7);
-# these come from short pilot runs on the default corpus (held-out loss and dev WER; never test).
-HF_DEFAULTS = HessianFreeConfig(init_damping=0.01, cg_max_iters=12)
-# The lattice search options of stage 4's decoding (its n-best options clash with ours and are not needed).
-SEARCH_OPTIONS = ("search_beam", "output_beam", "min_active_states", "max_active_states", "lm_scale")
 
 
 @dataclass
 class FinetuneConfig:
-    objective: str = "rl"           # rl (expected advantage), mwer (k2.mwer_loss), ctc
-    optimizer: str = "hf"           # hf (Hessian-free; rl only) or adam
-    reward: str = "frame"           # rl: the stage-6 values to use (frame or edit)
-    kappa: float = 1.0              # acoustic scale of the re-scored arcs: kappa * log p + graph score
-    ctc_weight: float = 0.0         # rl: weight of the CTC regularizer
-    curvature: str = "softmax"      # hf output curvature: per-frame Fisher of the network softmax or lattice occupancy
-    num_paths: int = 8              # edit reward and mwer: paths sampled per lattice
-    trainable: str = "all"          # all, or top-K: the output layer and the last K-1 encoder blocks
-    max_iters: int = 12             # HF iterations (adam: updates)
-    time_budget: float = 0.0        # stop after this many seconds of optimization (0: no limit)
-    eval_every: int = 1             # dev WER every this many iterations (adam: updates) ...
-    eval_interval: float = 0.0      # ... and every this many seconds of optimization (0: off)
-    grad_fraction: float = 0.25     # hf: share of the training batches in each gradient
-    curvature_fraction: float = 0.1   # hf: share of the gradient's utterances in the curvature sample
-    heldout_utts: int = 150         # hf: training utterances held out for rho, backtracking, line search
-    batch_frames: int = 12000       # padded output frames per batch
-    lr: float = 1e-4                # adam: learning rate
-    seed: int = 0
-    max_utts: int = 0               # use only the first N training lattices (0: all; for tests)
+    objective: str = field(default="rl", metadata={
+        "choices": OBJECTIVES,
+        "help": "the loss: rl (minus the expected stage-6 advantage under the re-scored lattice posterior), "
+                "mwer (k2's mwer_loss on the re-scored lattices) or ctc (the baseline's CTC loss)"})
+    optimizer: str = field(default="hf", metadata={
+        "choices": OPTIMIZERS, "help": "hf (Hessian-free; the rl objective only) or adam"})
+    reward: str = field(default="frame", metadata={
+        "choices": REWARD_MODES,
+        "help": "the stage-6 values of the rl objective: frame (agreement with the forced alignment; loss per "
+                "frame) or edit (minus the word errors; loss per reference word)"})
+    kappa: float = field(default=1.0, metadata={
+        "help": "the acoustic scale (Kaldi's --acwt): re-scored arc weight = kappa * log p(label | frame) + "
+                "graph score"})
+    ctc_weight: float = field(default=0.0, metadata={
+        "help": "weight of the CTC loss added to the rl objective as a regularizer (0: none)"})
+    curvature: str = field(default="softmax", metadata={
+        "choices": CURVATURES,
+        "help": "hf's output curvature in G v: softmax (per-frame Fisher of the network's output) or occupancy "
+                "(of the lattice's token posterior)"})
+    num_paths: int = field(default=8, metadata={"help": "paths sampled per lattice (edit reward, mwer)"})
+    trainable: str = field(default="all", metadata={
+        "help": "the parameters fine-tuned: all, or top-K (the output layer and the last K-1 encoder blocks)"})
+    max_iters: int = field(default=12, metadata={"help": "stop after this many HF iterations (adam: updates)"})
+    time_budget: float = field(default=0.0, metadata={
+        "help": "... or after this many seconds of optimization, evaluation excluded (0: no limit)"})
+    eval_every: int = field(default=1, metadata={"help": "dev WER every this many iterations (adam: updates) ..."})
+    eval_interval: float = field(default=0.0, metadata={
+        "help": "... and at least every this many seconds of optimization (0: off)"})
+    grad_fraction: float = field(default=0.25, metadata={
+        "help": "hf: share of the training batches in each gradient, drawn anew every iteration, in (0, 1]"})
+    curvature_fraction: float = field(default=0.1, metadata={
+        "help": "hf: share of the gradient's utterances in the curvature sample, in (0, 1]"})
+    heldout_utts: int = field(default=150, metadata={
+        "help": "hf: training utterances kept out of the gradient for rho, backtracking and the line search "
+                "(at most a fifth of them)"})
+    batch_frames: int = field(default=12000, metadata={
+        "help": "padded network output frames (40 ms each) per lattice batch; smaller: more batches to share "
+                "out with --world-size"})
+    lr: float = field(default=1e-4, metadata={"help": "adam: learning rate"})
+    seed: int = field(default=0, metadata={
+        "help": "seed of the held-out set, the batch draws, the sampled paths and Adam's batch order"})
+    max_utts: int = field(default=0, metadata={"help": "use only the first N training lattices (0: all)"})
 
     def check(self) -> None:
         for name, value, allowed in (("--objective", self.objective, OBJECTIVES),
@@ -129,133 +116,6 @@ def trainable_parameters(model: CtcModel, trainable: str) -> list[torch.nn.Param
     return [p for p in model.parameters() if p.requires_grad]
 
 
-class SequenceObjective:
-    """The loss on lattice batches, its gradient, curvature products and held-out value."""
-
-    def __init__(self, model: CtcModel, params: list[torch.nn.Parameter], config: FinetuneConfig,
-                 compiler: CtcGraphCompiler, device: torch.device):
-        self.model = model.eval()  # no dropout: objective and curvature are deterministic functions of theta
-        self.params = params
-        self.config = config
-        self.compiler = compiler
-        self.device = device
-        self.paths: dict[int, object] = {}  # edit reward: batch id -> the paths of this iteration
-
-    def normalizer(self, batches: list[LatticeBatch]) -> float:
-        """Frames (frame reward, mwer, ctc) or reference words (edit reward) of a set of batches."""
-        if self.config.objective == "rl" and self.config.reward == "edit":
-            return float(max(sum(b.total_words for b in batches), 1))
-        return float(max(sum(b.total_frames for b in batches), 1))
-
-    def forward(self, batch: LatticeBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Network log-probs (N, T, V), output lengths, and each arc's index into the log-probs."""
-        log_probs, lengths = self.model(batch.features, batch.num_input_frames)
-        if lengths.tolist() != batch.num_frames:
-            raise ValueError("the model's output lengths differ from the lattices' frame counts: "
-                             "the lattices were made with another model or features")
-        n, t, v = log_probs.shape
-        index = arc_output_index(batch.lattice, batch.mdp.arc_fsa, t, v)
-        return log_probs, lengths, index
-
-    def arc_weights(self, log_probs: torch.Tensor, index: torch.Tensor, batch: LatticeBatch) -> torch.Tensor:
-        """The batch's lattices re-scored by the network output (differentiable)."""
-        return rescore(log_probs, index, batch.lattice.graph_scores, self.config.kappa)
-
-    def batch_loss(self, batch: LatticeBatch, batch_id: int, sample_paths_now: bool = False,
-                   iteration: int = 0) -> torch.Tensor:
-        """The summed (not yet normalized) loss of a batch, differentiable in the parameters."""
-        c = self.config
-        log_probs, lengths, index = self.forward(batch)
-        if c.objective == "ctc":
-            return ctc_loss(log_probs, lengths, batch.texts, self.compiler).sum()
-        weights = self.arc_weights(log_probs, index, batch)
-        if c.objective == "mwer":
-            lattice = k2.Fsa(batch.lattice.arcs.clone(), aux_labels=batch.lattice.aux_labels)
-            lattice.scores = weights
-            return k2.mwer_loss(lattice, batch.references, num_paths=c.num_paths, reduction="sum")
-        if c.reward == "frame":
-            gain = expected_advantage(weights, batch.mdp, batch.advantage)
-        else:
-            if sample_paths_now or batch_id not in self.paths:
-                self.paths[batch_id] = self.draw_paths(batch, weights, iteration, batch_id)
-            gain = expected_path_advantage(weights, self.paths[batch_id], batch.start_value, batch.size)
-        loss = -gain.sum().to(log_probs.dtype)
-        if c.ctc_weight > 0:
-            # normalized like the rest (per frame or word), so ctc_weight is a share of the loss
-            loss = loss + c.ctc_weight * ctc_loss(log_probs, lengths, batch.texts, self.compiler).sum()
-        return loss
-
-    def draw_paths(self, batch: LatticeBatch, weights: torch.Tensor, iteration: int, batch_id: int):
-        """The edit reward's paths of a batch, seeded by (seed, iteration, batch): the same draws
-        whichever rank, and however many ranks, draw them."""
-        seed = random.Random(f"{self.config.seed}-{iteration}-{batch_id}").getrandbits(62)
-        post = posteriors(batch.mdp, weights)
-        arcs, paths, fsas = sample_paths(batch.mdp, post, weights, self.config.num_paths,
-                                         torch.Generator().manual_seed(seed))
-        return distinct_paths(arcs, paths, fsas, batch.outputs, batch.references)
-
-    def gradient(self, batches: list[LatticeBatch], ids: list[int], iteration: int = 0
-                 ) -> tuple[float, torch.Tensor, torch.Tensor]:
-        """(loss, gradient, mean squared per-batch gradient) over ``batches``, all flat.
-
-        Each rank takes every world_size-th batch; the sums are all-reduced, so every rank
-        gets the gradient over all of them. The preconditioner wants squared per-utterance
-        gradients; a backward pass per utterance would cost one pass each, so per-batch mean
-        gradients stand in for them.
-        """
-        ctx = distributed.context()
-        norm = self.normalizer(batches)
-        total = torch.zeros(1, dtype=torch.float64, device=self.device)
-        grad = torch.zeros(sum(p.numel() for p in self.params), dtype=torch.float32, device=self.device)
-        squares = torch.zeros_like(grad)
-        for batch, batch_id in zip(ctx.shard(batches), ctx.shard(ids)):
-            loss = self.batch_loss(batch, batch_id, sample_paths_now=True, iteration=iteration)
-            g = torch.cat([x.reshape(-1) for x in torch.autograd.grad(loss, self.params)])
-            total += float(loss)
-            grad += g / norm
-            squares += (g / self.normalizer([batch])) ** 2
-        for t in (total, grad, squares):
-            distributed.all_reduce_sum(t)
-        return float(total) / norm, grad, squares / max(len(batches), 1)
-
-    @torch.no_grad()
-    def value(self, batches: list[LatticeBatch], ids: list[int]) -> float:
-        """The normalized loss (edit reward: on the paths drawn for these batches this iteration),
-        summed over the ranks' shares."""
-        ctx = distributed.context()
-        mine = sum(float(self.batch_loss(b, i)) for b, i in zip(ctx.shard(batches), ctx.shard(ids)))
-        return distributed.sum_floats(mine)[0] / self.normalizer(batches)
-
-    def curvature_operator(self, batch: LatticeBatch) -> Callable[[torch.Tensor], torch.Tensor]:
-        """v -> G v on a batch: the generalized Gauss-Newton product with a per-frame Fisher
-        (rlhf.rl.objective.frame_fisher_product, ``--curvature``) as the PSD output curvature."""
-        c = self.config
-        with torch.no_grad():
-            log_probs, _, index = self.forward(batch)
-            if c.curvature == "occupancy":
-                weights = self.arc_weights(log_probs, index, batch)
-                frame_posterior = token_occupancy(posteriors(batch.mdp, weights), index, log_probs.shape)
-            else:
-                frame_posterior = log_probs.exp()
-        norm = self.normalizer([batch])
-        ctc_scale = c.ctc_weight / norm if c.ctc_weight > 0 else 0.0
-
-        def output_curvature(tangent: torch.Tensor) -> torch.Tensor:
-            return frame_fisher_product(frame_posterior, tangent, c.kappa, scale=1.0 / norm,
-                                            softmax_weight=ctc_scale, log_probs=log_probs)
-
-        shapes = [p.shape for p in self.params]
-        sizes = [p.numel() for p in self.params]
-
-        def product(v: torch.Tensor) -> torch.Tensor:
-            vec = [x.view(s) for x, s in zip(torch.split(v, sizes), shapes)]
-            out = module_ggn_product(self.model, (batch.features, batch.num_input_frames), vec, output_curvature,
-                                     output_fn=lambda out: out[0])
-            return torch.cat([x.reshape(-1) for x in out])
-
-        return product
-
-
 @dataclass
 class Progress:
     """What a run has done so far; saved in state.pt and progress.json."""
@@ -265,24 +125,6 @@ class Progress:
     best_iteration: int = -1
     history: list[dict] = field(default_factory=list)   # one entry per dev evaluation
     steps: list[dict] = field(default_factory=list)     # one entry per HF iteration (adam: none)
-
-
-class DevEvaluator:
-    """Dev WER of HLG 1-best decoding, exactly as stage 4 decodes (each rank decodes every
-    world_size-th cut; the WER is over all of them)."""
-
-    def __init__(self, model: CtcModel, tokenizer: Tokenizer, lang_dir: Path, cuts_path: Path,
-                 lattice_config: LatticeConfig, max_duration: float, device: torch.device):
-        hlg, words = load_graph(lang_dir / "HLG.pt", device), read_symbols(lang_dir / "words.txt")
-        self.decoder = Decoder(model, tokenizer, ["hlg-1best"], lattice_config, device, hlg, words)
-        self.cuts = CutSet.from_cuts(distributed.context().shard(list(load_cuts(cuts_path))))
-        self.max_duration = max_duration
-
-    def wer(self) -> float:
-        training = self.decoder.model.training
-        results, _, _ = decode_split(self.decoder, make_dataloader(self.cuts, self.max_duration, shuffle=False), "dev")
-        self.decoder.model.train(training)
-        return compute_wer([u for utts in distributed.gather_objects(results["hlg-1best"].utts) for u in utts]).wer
 
 
 def _subset(items: list, fraction: float, rng: random.Random) -> list:
@@ -519,50 +361,3 @@ def report(lang_dir: Path, fbank_dir: Path, exp_dir: Path, out_dir: Path, corpus
     decode(lang_dir, fbank_dir, out_dir, corpus, splits, epoch, avg, METHODS, lattice_config, max_duration,
            device_name, force, checkpoint=out_dir / "best.pt")
     return compare(exp_dir / f"results-epoch-{epoch}-avg-{avg}.json", [out_dir], out_dir / "comparison", splits)
-
-
-@record
-def main(argv: Optional[list[str]] = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    add_model_dirs(p)
-    p.add_argument("--epoch", type=int, required=True, help="the baseline (and its lattices): epoch-N.pt ...")
-    p.add_argument("--avg", type=int, default=1, help="... averaged with the K-1 epochs before it")
-    p.add_argument("--max-duration", type=float, default=200.0, help="seconds of audio per dev decoding batch")
-    p.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda:0, ...")
-    p.add_argument("--out-dir", type=Path, default=None, help="default: <exp_dir>/finetune/<objective>-<optimizer>[-<reward>]")
-    p.add_argument("--dev-split", default="dev", help="the split whose WER picks the best model")
-    p.add_argument("--decode-splits", default="dev test",
-                   help="then decode these with best.pt as stage 4 does and compare with the baseline ('' to skip)")
-    add_dataclass_options(p, FinetuneConfig())
-    add_dataclass_options(p.add_argument_group("Hessian-free (rlhf.hf)"), HF_DEFAULTS, prefix="hf_")
-    add_dataclass_options(p.add_argument_group("dev and test decoding (as stage 4)"), LatticeConfig(),
-                          names=SEARCH_OPTIONS)
-    add_stage_options(p)
-    add_distributed_options(p)
-    args = p.parse_args(argv)
-    config = dataclass_from_args(FinetuneConfig, args)
-    out_dir = args.out_dir or args.exp_dir / "finetune" / config.name
-    setup_logging(args.log_dir or out_dir / "log", "finetune")
-    hf_config = dataclass_from_args(HessianFreeConfig, args, prefix="hf_")
-    lattice_config = dataclass_from_args(LatticeConfig, args, names=SEARCH_OPTIONS)
-
-    def optimize() -> None:
-        try:
-            finetune(args.lang_dir, args.fbank_dir, args.exp_dir, args.corpus, args.epoch, args.avg, config,
-                     hf_config, lattice_config, out_dir, args.max_duration, args.device, args.force, args.dev_split)
-        except HessianFreeError as e:
-            raise ValueError(f"{e} (the last good model is in {out_dir}/state.pt and best.pt)") from e
-
-    def decode_best() -> None:
-        print(report(args.lang_dir, args.fbank_dir, args.exp_dir, out_dir, args.corpus, args.epoch, args.avg,
-                     args.decode_splits.split(), lattice_config, args.max_duration, args.device, args.force))
-
-    run_step(optimize, args.dist_timeout, args.device)
-    # Stage 4's decoding is one process: rank 0 runs it after the job's ranks have parted, so
-    # the others neither wait in a collective nor decode the same files.
-    if args.decode_splits.split() and distributed.from_environment().is_main:
-        run_step(decode_best)
-
-
-if __name__ == "__main__":
-    main()

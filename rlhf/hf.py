@@ -1,4 +1,4 @@
-"""Hessian-free (truncated Newton) optimization (Martens 2010; Kingsbury et al. 2012).
+"""Hessian-free (truncated Newton) optimization (Martens 2010; Kingsbury et al. 2012; docs/finetuning.md).
 
 Each step minimizes a local quadratic model of the objective around the parameters theta,
     q(d) = f(theta) + g^T d + 0.5 d^T (G + lambda I) d,
@@ -16,7 +16,7 @@ with forward-mode AD for J v and reverse mode for J^T.
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence
 
 import functorch
@@ -209,19 +209,28 @@ def conjugate_gradient(matvec: Callable[[Tensor], Tensor], b: Tensor, x0: Option
 
 @dataclass
 class HessianFreeConfig:
-    init_damping: float = 1.0          # Levenberg-Marquardt lambda at the start
-    damping_increase: float = 1.5      # rho < 1/4 (or a rejected step): lambda *= 1.5
-    damping_decrease: float = 2 / 3    # rho > 3/4: lambda *= 2/3
-    min_damping: float = 1e-6
-    cg_max_iters: int = 50
-    cg_tol: float = 5e-4               # Martens' epsilon in the relative-progress stopping rule
-    cg_decay: float = 0.95             # warm start: CG starts from cg_decay * previous direction
-    backtrack_base: float = 1.3        # CG iterates saved at ceil(1.3**j) for backtracking
-    armijo_c: float = 1e-2
-    line_search_shrink: float = 0.8
-    line_search_max_steps: int = 20
-    precond_exponent: float = 0.75     # preconditioner (sum of squared per-example grads + lambda)**0.75
-    use_preconditioner: bool = True
+    init_damping: float = field(default=1.0, metadata={
+        "help": "Levenberg-Marquardt damping lambda at the start (added to the curvature as lambda I)"})
+    damping_increase: float = field(default=1.5, metadata={
+        "help": "lambda is multiplied by this when rho < 1/4 or the step is rejected"})
+    damping_decrease: float = field(default=2 / 3, metadata={"help": "lambda is multiplied by this when rho > 3/4"})
+    min_damping: float = field(default=1e-6, metadata={"help": "lambda never falls below this"})
+    cg_max_iters: int = field(default=50, metadata={"help": "most conjugate-gradient iterations per HF iteration"})
+    cg_tol: float = field(default=5e-4, metadata={
+        "help": "Martens' epsilon: CG stops when the quadratic model gained less than this share over the "
+                "last max(10, 0.1 i) of its i iterations"})
+    cg_decay: float = field(default=0.95, metadata={
+        "help": "CG starts from this times the previous iteration's direction (warm start)"})
+    backtrack_base: float = field(default=1.3, metadata={
+        "help": "CG iterates are kept at iterations ceil(base^j), for backtracking on the held-out loss"})
+    armijo_c: float = field(default=1e-2, metadata={"help": "Armijo sufficient-decrease constant of the line search"})
+    line_search_shrink: float = field(default=0.8, metadata={
+        "help": "the line search multiplies the step size by this after each failed try"})
+    line_search_max_steps: int = field(default=20, metadata={
+        "help": "most step sizes the line search tries before the step is rejected"})
+    precond_exponent: float = field(default=0.75, metadata={
+        "help": "exponent of the diagonal CG preconditioner (mean squared per-batch gradient + lambda)^exponent"})
+    use_preconditioner: bool = field(default=True, metadata={"help": "precondition CG with that diagonal"})
 
 
 @dataclass

@@ -1,32 +1,20 @@
-"""Q-learning over the stage-5 lattices (stage 6).
-
-For every shard of every split, runs the tabular Q-learning of rlhf.rl over all its lattices
-at once and writes, beside the lattices, ``<split>/q-<reward>/shard-NNNNN.pt``: per lattice
-arc ``q``, ``v_src``, ``advantage``, ``best_return`` (float32, in the shard's arc order), and
-per lattice ``start_value`` and ``valid``. ``<exp_dir>/qlearn-<reward>.md`` is the summary
-table: lattice oracle WER against 1-best WER, the share of utterances whose greedy-Q path
-differs from the 1-best, the mean advantage of the 1-best path, sweeps and residual to
-convergence, and Q-learning throughput in arcs per second.
+"""Stage 6 over lattice shards: per-arc values from rlhf.rl saved beside the lattices, and the
+summary statistics (1-best against greedy-Q paths, advantages, throughput).
 """
 
-import argparse
 import json
 import logging
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Sequence
 
 import k2
 import torch
-from torch.distributed.elastic.multiprocessing.errors import record
 
 from rlhf import distributed
-from rlhf.cli import (HelpFormatter, add_dataclass_options, add_distributed_options, add_stage_options,
-                      dataclass_from_args, run_step)
 from rlhf.decode import arc_labels
 from rlhf.lattice_shards import LatticeShard, shard_paths
-from rlhf.log import setup_logging
 from rlhf.rl.mdp import arc_fsa_index, first_arcs
 from rlhf.rl.qlearning import QLearningConfig
 from rlhf.rl.rewards import edit_distance
@@ -168,30 +156,3 @@ def summary_table(rows: dict[str, dict], mode: str, config: QLearningConfig) -> 
                      f"{r['greedy_differs_pct']:.1f}% | {r['mean_onebest_advantage']:.3f} | {r['max_sweeps']} | "
                      f"{r['max_residual']:.2g} | {r['arcs_per_second']:.3g} |")
     return "\n".join(lines) + "\n"
-
-
-@record
-def main(argv: Optional[list[str]] = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    p.add_argument("exp_dir", type=Path, help="the model's directory, with lattices/ from stage 5")
-    p.add_argument("--splits", default="train dev", help="space-separated")
-    p.add_argument("--reward", default="frame", choices=REWARD_MODES,
-                   help="frame: agreement with the reference's forced alignment per frame (sMBR); "
-                        "edit: minus the edit distance, via the product with the reference's Levenshtein automaton")
-    add_dataclass_options(p, QLearningConfig())
-    add_stage_options(p)
-    add_distributed_options(p)
-    args = p.parse_args(argv)
-    setup_logging(args.log_dir or args.exp_dir / "log", "qlearn")
-    config = dataclass_from_args(QLearningConfig, args)
-
-    def step() -> None:
-        table = qlearn(args.exp_dir, args.splits.split(), args.reward, config, args.force)
-        if distributed.context().is_main:
-            print(table.read_text())
-
-    run_step(step, args.dist_timeout, "cpu")
-
-
-if __name__ == "__main__":
-    main()

@@ -1,4 +1,4 @@
-"""Completion markers and atomic outputs, so stages can be re-run and resumed safely.
+"""Completion markers and atomic outputs, so stages can be re-run and resumed safely (docs/robustness.md).
 
 A stage's marker records what its outputs were made from (options and a digest of
 each input file). A re-run skips the stage only when the recorded fingerprint equals

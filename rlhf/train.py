@@ -1,22 +1,7 @@
-"""Train the baseline CTC model with k2's CTC loss (stage 3).
-
-Writes to ``<exp_dir>``: ``epoch-N.pt`` after every epoch (model, optimizer, scheduler,
-history), ``tensorboard/`` event files, ``log/``, ``metrics.json`` and ``training-curve.png``;
-first ``lang/`` and ``features.json`` (rlhf/export.py), so the directory decodes on its own.
-``--start-epoch N`` resumes from ``epoch-(N-1).pt`` and gives exactly the model an
-uninterrupted run gives: batches, dropout masks and learning rates depend only on the seed
-and the epoch.
-
-Run as several processes (``steps/train_ctc.sh --world-size N``, torchrun) it is data-parallel
-training with DistributedDataParallel: each rank takes every N-th batch, and a step is the
-single-process step on the N batches together (the loss is normalized by the frames of all of
-them), so one step sees N times ``--max-duration`` seconds of audio and an epoch has N times
-fewer steps. Rank 0 writes every file (checkpoints, TensorBoard, metrics, the stage marker);
-the dev loss and WER are computed over every rank's share of the dev set. A run may be resumed
-with another world size (the history records the world size of each epoch).
+"""Training of the baseline CTC model with k2's CTC loss, in one process or data-parallel (DDP),
+with exact resume from any epoch.
 """
 
-import argparse
 import contextlib
 import json
 import logging
@@ -24,42 +9,45 @@ import math
 import random
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 import torch
-from torch.distributed.elastic.multiprocessing.errors import record
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.tensorboard import SummaryWriter
 
 from rlhf import distributed
 from rlhf.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
-from rlhf.cli import (add_dataclass_options, add_distributed_options, add_model_dirs, add_stage_options,
-                      dataclass_from_args, run_step)
 from rlhf.ctc import CtcGraphCompiler, ctc_loss, greedy_search
 from rlhf.data import batch_inputs, load_cuts, make_dataloader
-from rlhf.export import export_lang
+from rlhf.bundle import bundle_lang
 from rlhf.lang.tokenizer import Tokenizer
-from rlhf.log import setup_logging
 from rlhf.manifests import manifest_path
-from rlhf.model import CtcModel, ModelConfig, add_model_options, model_config_from_args, num_parameters
+from rlhf.model import CtcModel, ModelConfig, num_parameters
 from rlhf.scoring import Utterance, compute_wer
 from rlhf.stage import StageMarker, atomic_output
 
 
 @dataclass
 class TrainConfig:
-    num_epochs: int = 12
-    max_duration: float = 120.0   # seconds of audio per batch
-    lr: float = 2e-3              # peak Adam learning rate
-    warmup_steps: int = 300       # linear warm-up, then inverse square-root decay
-    clip_grad_norm: float = 5.0
-    seed: int = 42
-    log_interval: int = 20        # batches between loss lines in the log and TensorBoard
-    num_workers: int = 0
-    spec_augment: bool = True     # time and frequency masking of the training features
+    num_epochs: int = field(default=12, metadata={"help": "training epochs (passes over the training cuts)"})
+    max_duration: float = field(default=120.0, metadata={
+        "help": "seconds of audio per training batch (per process with --world-size N)"})
+    lr: float = field(default=2e-3, metadata={"help": "peak Adam learning rate, reached after --warmup-steps"})
+    warmup_steps: int = field(default=300, metadata={
+        "help": "optimizer steps of linear learning-rate warm-up; then the rate decays as 1/sqrt(step)"})
+    clip_grad_norm: float = field(default=5.0, metadata={
+        "help": "largest L2 norm of a step's gradient (a larger one is scaled down to it)"})
+    seed: int = field(default=42, metadata={
+        "help": "seed of the initial weights, the batch order, SpecAugment and dropout"})
+    log_interval: int = field(default=20, metadata={
+        "help": "optimizer steps between loss lines in the log and TensorBoard"})
+    num_workers: int = field(default=0, metadata={
+        "help": "DataLoader worker processes (0: batches are read in the training process)"})
+    spec_augment: bool = field(default=True, metadata={
+        "help": "mask random time and frequency bands of the training features (SpecAugment)"})
 
 
 @dataclass
@@ -243,7 +231,7 @@ def train(lang_dir: Path, fbank_dir: Path, exp_dir: Path, corpus: str, model_con
     ctx = distributed.context()
     # The lang files and feature options go with the model, so exp_dir can decode on its own.
     if ctx.is_main:
-        export_lang(lang_dir, train_cuts_path, exp_dir, force)
+        bundle_lang(lang_dir, train_cuts_path, exp_dir, force)
     distributed.barrier()
     options = {"model": model_config.to_dict(), "train": vars(config), "corpus": corpus, "dev_split": dev_split}
     marker = StageMarker(exp_dir, "train", options, [train_cuts_path, dev_cuts_path, lang_dir / "tokens.txt"])
@@ -373,32 +361,3 @@ def write_history(exp_dir: Path, history: list[EpochStats]) -> None:
     with atomic_output(exp_dir / "training-curve.png") as tmp:
         fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
-
-
-@record
-def main(argv: Optional[list[str]] = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add_model_dirs(p)
-    p.add_argument("--num-features", type=int, default=80, help="fbank bins of the cuts")
-    p.add_argument("--dev-split", default="dev", help="held-out split for the per-epoch loss and WER")
-    p.add_argument("--start-epoch", type=int, default=1, help="resume from epoch-(N-1).pt")
-    p.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda:0, ...")
-    add_dataclass_options(p, TrainConfig())
-    add_model_options(p)
-    add_stage_options(p)
-    add_distributed_options(p)
-    args = p.parse_args(argv)
-    setup_logging(args.log_dir or args.exp_dir / "log", "train")
-
-    def step() -> None:
-        vocab_size = Tokenizer(args.lang_dir).vocab_size
-        config = dataclass_from_args(TrainConfig, args)
-        train(args.lang_dir, args.fbank_dir, args.exp_dir, args.corpus,
-              model_config_from_args(args, args.num_features, vocab_size), config, args.start_epoch,
-              args.device, args.force, args.dev_split)
-
-    run_step(step, args.dist_timeout, args.device)
-
-
-if __name__ == "__main__":
-    main()

@@ -1,24 +1,8 @@
-"""Transcribe audio files with a trained model directory (baseline or fine-tuned).
-
-    rlhf-transcribe --model-dir exp/ctc_tdnn a.wav b.flac > transcripts.txt
-
-Prints ``<file> <transcript>`` on stdout for each file, in the order given; logs go to stderr.
-The model directory must carry ``lang/`` and ``features.json`` (training writes them;
-``steps/export_model.sh`` adds ``lang/HLG.pt`` after stage 4), so it works wherever it is copied.
-
-Audio is read with soundfile (wav, flac, ogg, ...), mixed down to mono (channel mean) and
-resampled to the model's rate when it differs; features are the fbank the model was trained on.
-Each file is decoded on its own, so its transcript does not depend on the other files given.
-A file that cannot be read (missing, corrupt, shorter than 70 ms) is reported by name and
-skipped; the others are still transcribed, and the exit status is 1 at the end.
-
-``--lattice-out DIR`` writes each file's lattice as ``DIR/<name>.pt`` (``torch.save(lattice.as_dict())``,
-load with ``k2.Fsa.from_dict``; arcs carry ``frame_idx``) and ``DIR/lattices.scp`` (``<name> <audio file>``).
+"""Transcription of audio files with a bundled model directory: audio reading and resampling, the
+training features, one decoding method.
 """
 
-import argparse
 import logging
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
@@ -30,16 +14,14 @@ import torch
 from lhotse import Fbank, FbankConfig
 
 from rlhf.checkpoint import average_checkpoints, load_model
-from rlhf.cli import HelpFormatter, add_dataclass_options, dataclass_from_args, run_step
 from rlhf.corpus.acoustics import resample
 from rlhf.ctc import greedy_search
-from rlhf.decode import METHODS, Decoder, LatticeConfig, get_lattice, get_texts, lattice_num_arcs
-from rlhf.export import MODEL_LANG_DIR, FeatureConfig
+from rlhf.decode import Decoder, LatticeConfig, get_lattice, get_texts, lattice_num_arcs
+from rlhf.bundle import FeatureConfig
 from rlhf.graphs import load_graph, read_symbols
 from rlhf.lang.compile_hlg import HLG_NAME
 from rlhf.lang.tokenizer import Tokenizer
-from rlhf.log import setup_logging
-from rlhf.model import CtcModel, pick_device
+from rlhf.model import CtcModel
 from rlhf.stage import atomic_output
 
 # Fewest fbank frames the model's 4x subsampling turns into at least one output frame.
@@ -108,7 +90,7 @@ class Transcriber:
         if method == "hlg-1best":
             if not (lang_dir / HLG_NAME).is_file():
                 raise FileNotFoundError(f"{lang_dir / HLG_NAME} not found: hlg-1best needs it. Compile it "
-                                        f"(steps/compile_hlg.sh) and copy it with steps/export_model.sh, "
+                                        f"(steps/compile_hlg.sh) and copy it with steps/bundle_model.sh, "
                                         f"or choose --method ctc-1best")
             hlg, word_table = load_graph(lang_dir / HLG_NAME, device), read_symbols(lang_dir / "words.txt")
         self.features = features
@@ -183,46 +165,3 @@ def pick_method(method: str, lang_dir: Path) -> str:
     chosen = "hlg-1best" if (lang_dir / HLG_NAME).is_file() else "ctc-1best"
     logging.info("--method auto: %s", chosen)
     return chosen
-
-
-def main(argv: Optional[list[str]] = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    p.add_argument("audio", type=Path, nargs="+", help="audio files (any format soundfile reads)")
-    p.add_argument("--model-dir", type=Path, required=True, help="a trained model directory, e.g. exp/ctc_tdnn")
-    p.add_argument("--epoch", type=int, default=None, help="use epoch-N.pt (None: the last one)")
-    p.add_argument("--avg", type=int, default=1, help="... averaged with the K-1 epochs before it")
-    p.add_argument("--checkpoint", type=Path, default=None, help="a checkpoint file instead of --epoch/--avg")
-    p.add_argument("--lang-dir", type=Path, default=None, help="the lang files (None: <model-dir>/lang)")
-    p.add_argument("--method", default="auto", choices=["auto", *METHODS],
-                   help="auto: hlg-1best when the lang files include HLG.pt, else ctc-1best")
-    p.add_argument("--lattice-out", type=Path, default=None, help="write each file's lattice here (lattice methods)")
-    p.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda:0, ...")
-    # LM scale 0.5 as the recipes decode (tuned on the default corpus's dev set).
-    add_dataclass_options(p, LatticeConfig(lm_scale=0.5))
-    p.add_argument("--log-dir", type=Path, default=None, help="also write the log under this directory")
-    args = p.parse_args(argv)
-    setup_logging(args.log_dir, "transcribe")
-    config = dataclass_from_args(LatticeConfig, args)
-
-    def step() -> None:
-        if not args.model_dir.is_dir():
-            raise FileNotFoundError(f"--model-dir {args.model_dir} is not a directory")
-        lang_dir = args.lang_dir or args.model_dir / MODEL_LANG_DIR
-        if not (lang_dir / "tokens.txt").is_file():
-            raise FileNotFoundError(f"{lang_dir / 'tokens.txt'} not found: copy the lang files into the model "
-                                    f"directory with steps/export_model.sh <lang-dir> <fbank-dir> {args.model_dir}, "
-                                    f"or give --lang-dir")
-        method = pick_method(args.method, lang_dir)
-        if args.lattice_out is not None and method == "ctc-greedy":
-            raise ValueError("--lattice-out needs a lattice method (ctc-1best or hlg-1best), not ctc-greedy")
-        model = load_model_for_decoding(args.model_dir, args.checkpoint, args.epoch, args.avg)
-        transcriber = Transcriber(model, lang_dir, FeatureConfig.load(args.model_dir), method, config,
-                                  pick_device(args.device))
-        if transcribe_files(transcriber, args.audio, args.lattice_out):
-            sys.exit(1)
-
-    run_step(step)
-
-
-if __name__ == "__main__":
-    main()

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # steps/compute_fbank.sh [options] <manifest-dir> <fbank-dir>
 # 80-dim Kaldi-compatible fbank for every split, lilcom-compressed, with cut manifests.
-# Options: see `rlhf-compute-fbank --help`.
+# Program: rlhf/bin/compute_fbank.py (options: --help).
 set -euo pipefail
 . "$(dirname "$0")/../path.sh"
 echo "$0 $*" >&2
-exec rlhf-compute-fbank "$@"
+exec python -m rlhf.bin.compute_fbank "$@"

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # steps/prepare_lang.sh [options] <train-supervisions> <lang-dir>
 # BPE model, tokens.txt, words.txt and lexicon.txt from the training transcripts.
-# Options: see `rlhf-prepare-lang --help`.
+# Program: rlhf/bin/prepare_lang.py (options: --help).
 set -euo pipefail
 . "$(dirname "$0")/../path.sh"
 echo "$0 $*" >&2
-exec rlhf-prepare-lang "$@"
+exec python -m rlhf.bin.prepare_lang "$@"

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # steps/transcribe.sh [options] --model-dir <exp-dir> <audio-file>...
 # Print "<file> <transcript>" for each audio file, decoded with a trained model directory.
-# Options: see `rlhf-transcribe --help`.
+# Program: rlhf/bin/transcribe.py (options: --help).
 set -euo pipefail
 . "$(dirname "$0")/../path.sh"
 echo "$0 $*" >&2
-exec rlhf-transcribe "$@"
+exec python -m rlhf.bin.transcribe "$@"

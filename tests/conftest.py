@@ -1,6 +1,10 @@
-"""Shared fixtures: the default recipe's stages 0-2 run once on a tiny configuration."""
+"""Shared fixtures: the default recipe run once on a tiny configuration, and a copy of it with the edit reward.
+
+Tests read these runs and must not change them: a test that runs a stage again works on a copy.
+"""
 
 import os
+import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +57,16 @@ class RecipeRun:
 def tiny_recipe(tmp_path_factory) -> RecipeRun:
     workdir = tmp_path_factory.mktemp("recipe")
     result = run_recipe(workdir, *TINY_OPTIONS)
+    assert result.returncode == 0, result.stdout
+    return RecipeRun(workdir, result.stdout)
+
+
+@pytest.fixture(scope="session")
+def edit_recipe(tiny_recipe, tmp_path_factory) -> RecipeRun:
+    """A copy of the tiny recipe with stages 5-6 run again for the edit reward (output: that run's)."""
+    workdir = tmp_path_factory.mktemp("recipe-edit")
+    shutil.copytree(tiny_recipe.workdir, workdir, symlinks=True, dirs_exist_ok=True)
+    result = run_recipe(workdir, *TINY_OPTIONS, "--stage", "5", "--stop-stage", "6", "--reward", "edit")
     assert result.returncode == 0, result.stdout
     return RecipeRun(workdir, result.stdout)
 

@@ -5,6 +5,7 @@ The steps are launched exactly as run.sh launches them (steps/*.sh --world-size 
 one process and two do the same arithmetic but for the order of the all-reduced sums.
 """
 
+import json
 import os
 import shutil
 import signal
@@ -18,6 +19,8 @@ import torch
 from conftest import REPO, TINY_OPTIONS, relative_difference, run_recipe
 from rlhf.lattice_shards import LatticeShard, shard_paths
 from rlhf.torchrun import free_port, standalone_on_free_port
+
+pytestmark = pytest.mark.slow  # multi-process jobs: minutes in all
 
 STEPS = REPO / "steps"
 # The tiny recipe's stage 5 options (conftest.TINY_MODEL_OPTIONS), shards of 5 cuts so both ranks work.
@@ -149,7 +152,8 @@ def _rank_pid(agent: int, rank: int, deadline: float) -> int:
 @pytest.mark.parametrize("signal_name", ["SIGKILL", "SIGSTOP"])
 def test_a_rank_that_dies_or_hangs_ends_the_job_with_an_error(tiny_recipe, lattices, tmp_path, signal_name):
     """SIGKILL: torchrun sees the dead rank and stops the job. SIGSTOP: the rank hangs; the other
-    rank's next collective times out (--dist-timeout) and the job ends."""
+    rank's next collective times out (--dist-timeout) and the job ends. Either way rank 0 gets no
+    further than the iteration it is in (the timeouts below only turn a hang into a failure)."""
     out = tmp_path / "killed"
     timeout = 10
     proc = subprocess.Popen([str(STEPS / "finetune.sh"), "--world-size", "2", "--dist-timeout", str(timeout),
@@ -157,22 +161,21 @@ def test_a_rank_that_dies_or_hangs_ends_the_job_with_an_error(tiny_recipe, latti
                              *map(str, _data(tiny_recipe)), str(lattices[2])],
                             env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.time() + 120
+        deadline = time.time() + 600
         while not (out / "progress.json").is_file() or '"steps": []' in (out / "progress.json").read_text():
             assert proc.poll() is None and time.time() < deadline, "the job did not start iterating"
             time.sleep(0.5)
         victim = _rank_pid(proc.pid, 1, deadline)
+        iteration = json.loads((out / "progress.json").read_text())["iteration"]
         os.kill(victim, getattr(signal, signal_name))
-        killed_at = time.time()
-        output, _ = proc.communicate(timeout=timeout + 60)
-        elapsed = time.time() - killed_at
+        output, _ = proc.communicate(timeout=600)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
     assert proc.returncode != 0
-    assert elapsed < timeout + 45, f"the job took {elapsed:.0f} s to end"
-    assert "rlhf.finetune FAILED" in output
+    assert json.loads((out / "progress.json").read_text())["iteration"] <= iteration + 1
+    assert "rlhf.bin.finetune FAILED" in output
     if signal_name == "SIGKILL":
         assert "Signal 9 (SIGKILL)" in output and "rank      : 1" in output
     else:  # rank 0 names the collective that timed out
@@ -200,13 +203,13 @@ def test_two_machine_launch_commands_on_one_host(lattices, tmp_path):
 
 
 def test_launch_refuses_a_world_size_that_is_not_a_multiple_of_the_machines():
-    result = subprocess.run([str(REPO / "utils" / "launch.sh"), "rlhf.qlearn", "--world-size", "3", "--nodes", "2"],
+    result = subprocess.run([str(REPO / "utils" / "launch.sh"), "rlhf.bin.qlearn", "--world-size", "3", "--nodes", "2"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert result.returncode != 0 and "not a multiple of --nodes 2" in result.stdout
 
 
 def test_standalone_jobs_get_their_own_rendezvous_port():
-    argv = standalone_on_free_port(["--standalone", "--nproc_per_node", "2", "-m", "rlhf.qlearn", "--standalone"])
+    argv = standalone_on_free_port(["--standalone", "--nproc_per_node", "2", "-m", "rlhf.bin.qlearn", "--standalone"])
     assert "--standalone" not in argv[:-1] and argv[-1] == "--standalone"  # the step's own options are kept
     assert any(a.startswith("--rdzv_endpoint=localhost:") for a in argv) and "--nnodes=1" in argv
     assert standalone_on_free_port(["--nnodes=2", "-m", "x"]) == ["--nnodes=2", "-m", "x"]

@@ -14,6 +14,8 @@ from batches import make_word_lang
 from conftest import REPO, relative_difference
 from rlhf.checkpoint import checkpoint_path
 
+pytestmark = pytest.mark.slow  # multi-process jobs: minutes in all
+
 STEP_SCRIPT = REPO / "tests" / "ddp_step.py"
 
 

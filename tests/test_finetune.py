@@ -4,16 +4,16 @@ import json
 
 import pytest
 import torch
-from conftest import TINY_OPTIONS, run_recipe
 
 from rlhf.checkpoint import average_checkpoints, model_digest
 from rlhf.compare import compare
 from rlhf.ctc import CtcGraphCompiler
 from rlhf.decode import LatticeConfig
-from rlhf.finetune import FinetuneConfig, SequenceObjective, finetune, trainable_parameters
+from rlhf.finetune import FinetuneConfig, finetune, trainable_parameters
 from rlhf.hf import HessianFreeConfig
 from rlhf.lang.tokenizer import Tokenizer
 from rlhf.lattice_batches import load_split_lattices
+from rlhf.rl.sequence_objective import SequenceObjective
 from rlhf.stage import file_digest
 
 LATTICE = LatticeConfig(max_active_states=1000, lm_scale=0.5)
@@ -47,6 +47,7 @@ def test_stage7_fine_tunes_and_reports_baseline_against_fine_tuned(tiny_recipe):
     assert set(results["rows"]) == {"ctc-greedy", "ctc-1best", "hlg-1best"}
 
 
+@pytest.mark.slow
 def test_hf_run_is_deterministic_and_resume_equals_an_uninterrupted_run(tiny_recipe, tmp_path):
     _run(tiny_recipe, tmp_path / "a")
     _run(tiny_recipe, tmp_path / "b")
@@ -66,14 +67,12 @@ def test_hf_run_is_deterministic_and_resume_equals_an_uninterrupted_run(tiny_rec
 
 @pytest.mark.parametrize("objective,optimizer,reward", [
     ("rl", "hf", "edit"), ("rl", "adam", "frame"), ("mwer", "adam", "frame"), ("ctc", "adam", "frame")])
-def test_every_method_runs_and_moves_the_model(tiny_recipe, tmp_path, objective, optimizer, reward):
-    if reward == "edit":
-        result = run_recipe(tiny_recipe.workdir, *TINY_OPTIONS, "--stage", "6", "--stop-stage", "6",
-                            "--reward", "edit")
-        assert result.returncode == 0, result.stdout
-    out = _run(tiny_recipe, tmp_path / "run", objective=objective, optimizer=optimizer, reward=reward)
+@pytest.mark.slow
+def test_every_method_runs_and_moves_the_model(request, tmp_path, objective, optimizer, reward):
+    recipe = request.getfixturevalue("edit_recipe" if reward == "edit" else "tiny_recipe")
+    out = _run(recipe, tmp_path / "run", objective=objective, optimizer=optimizer, reward=reward)
     state = _state(out)
-    baseline = average_checkpoints(tiny_recipe.model_dir, 2, 2).state_dict()
+    baseline = average_checkpoints(recipe.model_dir, 2, 2).state_dict()
     assert any(not torch.equal(v, baseline[k]) for k, v in state["model"].items())
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
     assert len(json.loads((out / "progress.json").read_text())["history"]) >= 2

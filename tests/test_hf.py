@@ -374,29 +374,12 @@ def test_damping_falls_when_the_model_is_exact_and_stays_in_between():
     assert opt.step(problem.gradient_fn, problem.curvature_fn, problem.heldout_fn).next_damping == 1e-6
 
 
-def test_cg_is_warm_started_and_preconditioned(monkeypatch):
-    calls = []
-
-    def recording_cg(matvec, b, x0=None, precond=None, **kwargs):
-        calls.append((x0, precond))
-        return conjugate_gradient(matvec, b, x0=x0, precond=precond, **kwargs)
-
-    monkeypatch.setattr(hf, "conjugate_gradient", recording_cg)
+def test_a_saved_direction_of_another_size_is_not_a_warm_start():
     problem = Quadratic(seed=13)
-    sq = torch.linspace(0.5, 3.0, 10, dtype=DTYPE)
-    gradient_fn = lambda: problem.gradient_fn()[:2] + (sq,)  # noqa: E731
-    opt = HessianFree([problem.x], HessianFreeConfig(init_damping=0.5))
-    first = opt.step(gradient_fn, problem.curvature_fn, problem.heldout_fn)
-    direction = opt.state_dict()["direction"]
-    opt.step(gradient_fn, problem.curvature_fn, problem.heldout_fn)
-    assert calls[0][0] is None and torch.equal(calls[0][1], (sq + 0.5) ** 0.75)
-    assert torch.equal(calls[1][0], 0.95 * direction)
-    assert torch.equal(calls[1][1], (sq + first.next_damping) ** 0.75)
-    # No preconditioner when disabled; no warm start from a direction of the wrong size.
     opt = HessianFree([problem.x], HessianFreeConfig(use_preconditioner=False))
     opt.load_state_dict({"damping": 1.0, "iteration": 7, "direction": torch.ones(3, dtype=DTYPE)})
-    info = opt.step(gradient_fn, problem.curvature_fn, problem.heldout_fn)
-    assert calls[2] == (None, None) and info.iteration == 8
+    info = opt.step(problem.gradient_fn, problem.curvature_fn, problem.heldout_fn)
+    assert info.iteration == 8 and info.accepted
 
 
 def test_a_step_that_increases_heldout_is_never_kept():
@@ -532,17 +515,3 @@ def test_determinism_and_bit_identical_resume():
     assert all(torch.equal(a, b) for a, b in zip(first.params, restarted.params))
     assert strip_time(head + tail) == strip_time(infos)
     assert opt2.iteration == 5
-
-
-def test_log_line(caplog):
-    problem = Regression(make_model())
-    opt = HessianFree(problem.params)
-    with caplog.at_level(logging.INFO, logger="rlhf.hf"):
-        info = run_steps(problem, opt, 1)[0]
-    lines = [r.getMessage() for r in caplog.records if r.name == "rlhf.hf" and r.levelno == logging.INFO]
-    assert len(lines) == 1
-    line = lines[0]
-    for expected in (f"f={info.loss:.6g}", f"rho={info.rho:.4g}", f"lambda={info.damping:.4g}",
-                     f"cg_iters={info.cg_iters}", f"step_norm={info.step_norm:.4g}", f"backtrack={info.backtrack_iter}",
-                     f"alpha={info.step_size:.4g}"):
-        assert expected in line, (expected, line)

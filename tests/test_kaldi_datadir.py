@@ -60,6 +60,7 @@ def kaldi_recipe(tmp_path_factory):
     return root, work, texts, result.stdout
 
 
+@pytest.mark.slow
 def test_segments_become_one_utterance_each(kaldi_recipe):
     root, work, texts, _ = kaldi_recipe
     for split in ("train", "dev", "test"):
@@ -75,6 +76,7 @@ def test_segments_become_one_utterance_each(kaldi_recipe):
     assert len(recs) == 6
 
 
+@pytest.mark.slow
 def test_stages_1_to_4_decode_dev_and_test(kaldi_recipe):
     root, work, texts, output = kaldi_recipe
     exp = work / "exp" / "ctc_tdnn"
@@ -88,6 +90,7 @@ def test_stages_1_to_4_decode_dev_and_test(kaldi_recipe):
     ("text", "text not found: a Kaldi data directory needs wav.scp, text, utt2spk"),
     ("wav.scp", "wav.scp not found"),
 ])
+@pytest.mark.slow
 def test_missing_kaldi_file_is_named(kaldi_recipe, tmp_path, remove, message):
     root, *_ = kaldi_recipe
     broken = tmp_path / "train"
@@ -101,6 +104,7 @@ def test_missing_kaldi_file_is_named(kaldi_recipe, tmp_path, remove, message):
     assert f"{broken / remove}" in result.stdout and message in result.stdout
 
 
+@pytest.mark.slow
 def test_wrong_sampling_rate_and_missing_transcript_are_named(kaldi_recipe, tmp_path):
     root, *_ = kaldi_recipe
     result = run_recipe(tmp_path, "--train-dir", str(root / "data" / "train"), "--test-dir",

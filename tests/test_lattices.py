@@ -5,8 +5,6 @@ import json
 import k2
 import pytest
 import torch
-from conftest import TINY_OPTIONS, run_recipe
-
 from rlhf.checkpoint import average_checkpoints, model_digest
 from rlhf.lattice_shards import LatticeShard, shard_paths
 from rlhf.qlearn import onebest_arcs
@@ -61,11 +59,10 @@ def test_stored_values_match_the_lattices(tiny_recipe):
     assert table in (tiny_recipe.workdir / "RESULTS.md").read_text()
 
 
-def test_edit_reward_stage_and_exact_oracle(tiny_recipe):
-    result = run_recipe(tiny_recipe.workdir, *TINY_OPTIONS, "--stage", "5", "--stop-stage", "6", "--reward", "edit")
-    assert result.returncode == 0, result.stdout
-    assert "make-lattices: already complete" in result.stdout  # stage 5 is not redone
-    lattice_dir = tiny_recipe.model_dir / "lattices"
+@pytest.mark.slow
+def test_edit_reward_stage_and_exact_oracle(edit_recipe):
+    assert "make-lattices: already complete" in edit_recipe.output  # stage 5 is not redone
+    lattice_dir = edit_recipe.model_dir / "lattices"
     stats = json.loads((lattice_dir / "stats.json").read_text())["splits"]["dev"]
     errors = words = 0
     for path in shard_paths(lattice_dir / "dev"):
@@ -103,6 +100,7 @@ def test_oov_reference_words_get_an_id_no_arc_outputs(tiny_recipe):
     assert refs == [[words[known], maker.oov_id]] and maker.oov_id > max(words.values())
 
 
+@pytest.mark.slow
 def test_ctc_topology_lattices_compare_tokens(tiny_recipe, tmp_path):
     """--graph ctc: token lattices without an LM; references and the edit reward are in tokens."""
     import shutil

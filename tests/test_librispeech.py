@@ -68,6 +68,7 @@ def write_unigram_arpa(path: Path, words: set[str]) -> None:
         f.write("".join(f"{logprob:.4f} {w}\n" for w in sorted(words)) + "\n\\end\\\n")
 
 
+@pytest.mark.slow
 def test_manifests_map_parts_to_splits_and_keep_transcripts(librispeech):
     work, texts, _ = librispeech
     manifests = work / "data" / "manifests"
@@ -79,6 +80,7 @@ def test_manifests_map_parts_to_splits_and_keep_transcripts(librispeech):
         assert {s.speaker for s in sups} == set(LAYOUT[part])
 
 
+@pytest.mark.slow
 def test_stages_1_to_4_run_on_the_shared_steps(librispeech):
     work, texts, output = librispeech
     assert (work / "data" / "lang_bpe_50" / "bpe.model").is_file()
@@ -91,7 +93,7 @@ def test_stages_1_to_4_run_on_the_shared_steps(librispeech):
     errs = (exp / "hlg-1best" / "errs-dev-clean-2-epoch-2-avg-2.txt").read_text()
     assert errs.startswith("%WER")
     assert "| hlg-1best |" in output
-    # Stage 4 exported the model directory, HLG included.
+    # Stage 4 bundled the model directory, HLG included.
     assert {p.name for p in (exp / "lang").iterdir()} >= {"tokens.txt", "words.txt", "bpe.model", "HLG.pt"}
     assert json.loads((exp / "features.json").read_text())["num_mel_bins"] == 80
 
@@ -118,14 +120,15 @@ def test_train_lm_compiles_a_given_arpa_and_drops_oov_ngrams(tmp_path):
     assert set(G.aux_labels.tolist()) <= {0, 2, 3, 4, -1}  # no word outside words.txt
 
 
-def test_rerun_of_training_and_decoding_keeps_the_exported_model(librispeech):
-    """Stage 3 exports lang/ without HLG.pt and stage 4 adds it; a re-run redoes neither."""
+@pytest.mark.slow
+def test_rerun_of_training_and_decoding_keeps_the_bundled_model(librispeech):
+    """Stage 3 bundles lang/ without HLG.pt and stage 4 adds it; a re-run redoes neither."""
     work, _, _ = librispeech
     exp = work / "exp" / "conformer_ctc"
     before = {p: p.stat().st_mtime_ns for p in (exp / "lang").iterdir()}
     result = run_recipe(work, "--mini", "true", "--bpe-vocab-size", "50", *TINY_MODEL_OPTIONS, *TINY_CONFORMER, "--stage", "3",
                         script=RECIPE)
     assert result.returncode == 0, result.stdout
-    for step in ("export_lang", "train", "compile_hlg", "decode-epoch-2-avg-2", "export_hlg"):
+    for step in ("bundle_lang", "train", "compile_hlg", "decode-epoch-2-avg-2", "bundle_hlg"):
         assert f"{step}: already complete" in result.stdout, step
     assert {p: p.stat().st_mtime_ns for p in (exp / "lang").iterdir()} == before

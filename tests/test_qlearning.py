@@ -9,9 +9,9 @@ import torch
 from lattices import edit_return, enumerate_paths, frame_return, logsumexp, random_lattice
 
 from rlhf.rl import LatticeMdp, QLearningConfig, frame_rewards, lattice_values, q_learning
-from rlhf.rl.reference import q_learning_loop
 from rlhf.rl.rewards import edit_distance
 from rlhf.rl.values import oracle_errors
+from rlhf.testing.qlearning_reference import q_learning_loop
 
 NUM_RANDOM = 40
 

@@ -41,11 +41,3 @@ def test_recipe_help_lists_stages_0_to_4_and_its_options(recipe):
     stages = re.findall(r"^  (\d+)  ", result.stdout, flags=re.M)
     assert stages[:5] == ["0", "1", "2", "3", "4"], result.stdout
     assert "--stop-stage" in result.stdout and "--force" in result.stdout
-
-
-@pytest.mark.parametrize("recipe", RECIPES[1:], ids=lambda p: str(p.relative_to(REPO)))
-def test_recipes_call_the_shared_steps(recipe):
-    """A recipe's stages 1-4 are the shared steps/, not code of its own."""
-    text = recipe.read_text()
-    for step in ("prepare_lang", "train_lm", "compute_fbank", "train_ctc", "compile_hlg", "decode"):
-        assert f'"$root/steps/{step}.sh"' in text, step

@@ -3,6 +3,7 @@
 import os
 import shutil
 
+import pytest
 from conftest import TINY_DATA_OPTIONS, TINY_OPTIONS, run_recipe
 
 
@@ -45,6 +46,7 @@ def _mtimes(root):
     return {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file() and "log" not in p.parts}
 
 
+@pytest.mark.slow
 def test_rerun_does_no_work_and_changed_option_redoes(tiny_recipe, tmp_path):
     # Work on a copy so other tests keep their fixture untouched.
     work = tmp_path / "copy"

@@ -127,6 +127,7 @@ def test_batches_carry_texts_and_frames_of_their_own_cuts(tiny_recipe):
             assert num_frames[i] == by_id[cut_id].num_frames
 
 
+@pytest.mark.slow
 def test_training_is_deterministic_across_processes(tiny_recipe, tmp_path):
     """The same seed gives the same weights in a fresh process (SpecAugment and dropout included)."""
     work = tmp_path / "copy"

@@ -12,9 +12,9 @@ import torch
 from lhotse import load_manifest
 
 from conftest import REPO
+from rlhf.bundle import FeatureConfig
 from rlhf.corpus.acoustics import resample
 from rlhf.decode import LatticeConfig, get_texts
-from rlhf.export import FeatureConfig
 from rlhf.graphs import read_symbols
 from rlhf.transcribe import Transcriber, load_model_for_decoding
 
@@ -26,12 +26,12 @@ def transcribe(*args: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def moved_model(tiny_recipe, tmp_path_factory) -> Path:
-    """The tiny recipe's model, exported with a copy of its lang dir that is then deleted, and moved."""
+    """The tiny recipe's model, bundled with a copy of its lang dir that is then deleted, and moved."""
     root = tmp_path_factory.mktemp("transcribe")
     lang, model = root / "data" / "lang_bpe_50", root / "exp" / "ctc_tdnn"
     shutil.copytree(tiny_recipe.data_dir / "lang_bpe_50", lang)
     shutil.copytree(tiny_recipe.model_dir, model)
-    result = subprocess.run([str(REPO / "steps" / "export_model.sh"), str(lang), str(tiny_recipe.data_dir / "fbank"),
+    result = subprocess.run([str(REPO / "steps" / "bundle_model.sh"), str(lang), str(tiny_recipe.data_dir / "fbank"),
                              str(model)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert result.returncode == 0, result.stdout
     shutil.rmtree(root / "data")
@@ -60,7 +60,7 @@ def test_transcribes_every_readable_file_and_names_the_corrupt_one(moved_model, 
     assert f"{audio_files['corrupt']}: cannot read audio" in result.stderr
     assert "1 of 4 file(s) could not be transcribed" in result.stderr
     assert "resampling from 8000 Hz to the model's 16000 Hz" in result.stderr
-    assert "--method auto: hlg-1best" in result.stderr  # the exported model directory carries HLG.pt
+    assert "--method auto: hlg-1best" in result.stderr  # the bundled model directory carries HLG.pt
 
 
 def test_lattice_out_writes_loadable_lattices_of_the_printed_transcripts(moved_model, audio_files, tmp_path):
@@ -96,7 +96,7 @@ def test_model_dir_without_lang_copy_is_explained(moved_model, audio_files, tmp_
     shutil.copytree(moved_model, bare, ignore=shutil.ignore_patterns("lang"))
     result = transcribe("--model-dir", str(bare), str(audio_files["a"]))
     assert result.returncode == 1
-    assert "lang/tokens.txt not found: copy the lang files into the model directory with steps/export_model.sh" \
+    assert "lang/tokens.txt not found: copy the lang files into the model directory with steps/bundle_model.sh" \
         in result.stderr
 
 

@@ -12,13 +12,15 @@ from conftest import REPO, run_recipe
 YESNO = Path(os.environ.get("RLHF_YESNO_DIR", REPO.parent / "shared" / "corpora" / "waves_yesno"))
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not YESNO.is_dir(), reason=f"no yesno corpus at {YESNO} (set RLHF_YESNO_DIR to a waves_yesno copy)")
-def test_yesno_recipe_reaches_icefall_wer_in_under_two_minutes(tmp_path):
+def test_yesno_recipe_reaches_icefall_wer(tmp_path):
     result = run_recipe(tmp_path, "--corpus-dir", str(YESNO), script=REPO / "egs" / "yesno" / "run.sh")
     assert result.returncode == 0, result.stdout
     exp = tmp_path / "exp" / "ctc_tdnn"
-    train_seconds = sum(h["seconds"] for h in json.loads((exp / "metrics.json").read_text()))
-    assert train_seconds < 120
+    history = json.loads((exp / "metrics.json").read_text())
+    assert [h["epoch"] for h in history] == list(range(1, 81))  # every epoch trained ...
+    assert sum(h["num_skipped"] for h in history) == 0  # ... on every batch
     summary = (exp / "hlg-1best" / "errs-test-epoch-80-avg-10.txt").read_text().splitlines()[0]
     errors, words = map(int, re.match(r"%WER [\d.]+ \[ (\d+) / (\d+),", summary).groups())
     assert words == 240

@@ -104,14 +104,14 @@ if run_stage 3; then
 fi
 
 if run_stage 4; then
-  log "Stage 4: compile HLG, decode and score the held-out sets, export the model directory"
+  log "Stage 4: compile HLG, decode and score the held-out sets, bundle the model directory"
   require "$model_dir/epoch-$num_epochs.pt" 3
   require "$lm_dir/G_${lm_order}_gram.fst.txt" 1
   "$root/steps/compile_hlg.sh" --force "$force" --log-dir "$log_dir" "$lang_dir" "$lm_dir/G_${lm_order}_gram.fst.txt"
   "$root/steps/decode.sh" --corpus "$corpus" --splits "$heldout" --epoch "$num_epochs" --avg "$avg" \
     --max-active-states "$max_active_states" --lm-scale "$lm_scale" --device "$device" \
     "$lang_dir" "$fbank_dir" "$model_dir"
-  "$root/steps/export_model.sh" --corpus "$corpus" --log-dir "$log_dir" "$lang_dir" "$fbank_dir" "$model_dir"
+  "$root/steps/bundle_model.sh" --corpus "$corpus" --log-dir "$log_dir" "$lang_dir" "$fbank_dir" "$model_dir"
   append_results "$model_dir/results-epoch-$num_epochs-avg-$avg.md" "$results_file"
 fi
 

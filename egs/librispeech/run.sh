@@ -117,14 +117,14 @@ if run_stage 3; then
 fi
 
 if run_stage 4; then
-  log "Stage 4: compile HLG, decode and score the held-out parts, export the model directory"
+  log "Stage 4: compile HLG, decode and score the held-out parts, bundle the model directory"
   require "$model_dir/epoch-$num_epochs.pt" 3
   require "$lm_dir/G_${lm_order}_gram.fst.txt" 1
   "$root/steps/compile_hlg.sh" --force "$force" --log-dir "$log_dir" "$lang_dir" "$lm_dir/G_${lm_order}_gram.fst.txt"
   "$root/steps/decode.sh" --corpus librispeech --splits "$heldout" --epoch "$num_epochs" --avg "$avg" \
     --search-beam "$search_beam" --output-beam "$output_beam" --max-active-states "$max_active_states" \
     --lm-scale "$lm_scale" --device "$device" "$lang_dir" "$fbank_dir" "$model_dir"
-  "$root/steps/export_model.sh" --corpus librispeech --log-dir "$log_dir" "$lang_dir" "$fbank_dir" "$model_dir"
+  "$root/steps/bundle_model.sh" --corpus librispeech --log-dir "$log_dir" "$lang_dir" "$fbank_dir" "$model_dir"
   append_results "$model_dir/results-epoch-$num_epochs-avg-$avg.md" "$results_file"
 fi
 

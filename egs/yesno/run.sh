@@ -26,6 +26,7 @@ num_layers=2                  # TDNN blocks
 train_seed=42                 # model initialization, batch order and dropout
 device=auto                   # auto, cpu, cuda:0, ...
 avg=10                        # decode the last epoch averaged with the K-1 before it
+lm_scale=1.0                  # weight of the HLG graph (unigram LM) scores; yesno's results were measured with 1.0
 lattice_output_beam=8         # stage 5: lattice output beam (lattice size)
 reward=frame                  # stage 6: frame (agreement with the forced alignment) or edit (minus errors)
 hf_iters=5                    # stage 7: Hessian-free iterations
@@ -85,9 +86,9 @@ if run_stage 4; then
   log "Stage 4: compile HLG, decode and score the test set"
   require "$model_dir/epoch-$num_epochs.pt" 3
   "$root/steps/compile_hlg.sh" --force "$force" --log-dir "$log_dir" "$lang_dir" "$lm_dir/G_${lm_order}_gram.fst.txt"
-  "$root/steps/decode.sh" --corpus yesno --splits test --epoch "$num_epochs" --avg "$avg" --device "$device" \
-    "$lang_dir" "$fbank_dir" "$model_dir"
-  "$root/steps/export_model.sh" --corpus yesno --log-dir "$log_dir" "$lang_dir" "$fbank_dir" "$model_dir"
+  "$root/steps/decode.sh" --corpus yesno --splits test --epoch "$num_epochs" --avg "$avg" --lm-scale "$lm_scale" \
+    --device "$device" "$lang_dir" "$fbank_dir" "$model_dir"
+  "$root/steps/bundle_model.sh" --corpus yesno --log-dir "$log_dir" "$lang_dir" "$fbank_dir" "$model_dir"
   append_results "$model_dir/results-epoch-$num_epochs-avg-$avg.md" "$results_file"
 fi
 
@@ -95,7 +96,8 @@ if run_stage 5; then
   log "Stage 5: decode train test into k2 lattices for sequence training"
   require "$lang_dir/HLG.pt" 4
   "$root/steps/make_lattices.sh" "${dist_opts[@]}" --corpus yesno --splits "train test" --epoch "$num_epochs" --avg "$avg" \
-    --output-beam "$lattice_output_beam" --device "$device" --force "$force" "$lang_dir" "$fbank_dir" "$model_dir"
+    --output-beam "$lattice_output_beam" --lm-scale "$lm_scale" --device "$device" --force "$force" \
+    "$lang_dir" "$fbank_dir" "$model_dir"
 fi
 
 if run_stage 6; then
@@ -111,7 +113,7 @@ if run_stage 7; then
   finetune_dir=$model_dir/finetune/rl-hf-$reward
   # yesno has no dev set: the test set picks the best iteration, as it picks the baseline's settings
   "$root/steps/finetune.sh" "${dist_opts[@]}" --corpus yesno --epoch "$num_epochs" --avg "$avg" --reward "$reward" \
-    --max-iters "$hf_iters" --dev-split test --decode-splits test --device "$device" \
+    --max-iters "$hf_iters" --dev-split test --decode-splits test --lm-scale "$lm_scale" --device "$device" \
     --force "$force" --out-dir "$finetune_dir" "$lang_dir" "$fbank_dir" "$model_dir"
   append_results "$finetune_dir/comparison.md" "$results_file"
 fi

@@ -1,12 +1,6 @@
-"""Lhotse manifests from a corpus directory in the layout ``synthesize.py`` writes.
-
-Every utterance is checked before anything is written: its audio file must exist, be
-readable and have the expected sample rate, and its transcript must not be empty.
-Problems are reported together, each naming its file; manifests are written to
-temporary names and renamed only when all splits succeeded.
+"""Lhotse manifests of a corpus directory in the layout rlhf.corpus.synthesize writes, checked first.
 """
 
-import argparse
 import json
 import logging
 from dataclasses import dataclass
@@ -17,8 +11,6 @@ import soundfile as sf
 from lhotse import AudioSource, Recording, RecordingSet, SupervisionSegment, SupervisionSet
 from lhotse.qa import validate_recordings_and_supervisions
 
-from rlhf.cli import add_stage_options, run_step
-from rlhf.log import setup_logging
 from rlhf.manifests import SPLITS, manifest_path
 from rlhf.stage import StageMarker, atomic_output
 
@@ -141,20 +133,3 @@ def log_summary(summary: dict) -> None:
     for split, s in summary["splits"].items():
         logging.info("%-6s %8d %7.3f %9d %8d %7.2f%%", split, s["utterances"], s["hours"], s["speakers"],
                      s["words"], 100 * s["oov_rate"])
-
-
-def main(argv: Optional[list[str]] = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("corpus_dir", type=Path)
-    p.add_argument("output_dir", type=Path, help="e.g. data/manifests")
-    p.add_argument("--corpus-name", default="synth")
-    p.add_argument("--sample-rate", type=int, default=16000)
-    add_stage_options(p)
-    args = p.parse_args(argv)
-    setup_logging(args.log_dir, "prepare_manifests")
-    run_step(lambda: prepare_manifests(args.corpus_dir, args.output_dir, args.corpus_name, args.sample_rate,
-                                       args.force))
-
-
-if __name__ == "__main__":
-    main()

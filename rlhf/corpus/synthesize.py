@@ -1,26 +1,15 @@
-"""Synthesize the embedded default corpus: English sentences spoken by eSpeak NG voices.
+"""English sentences spoken by eSpeak NG voices, with room reverberation and noise: the default corpus.
 
-Writes a corpus directory (Kaldi-like, one folder per split)::
-
-    <corpus-dir>/speakers.tsv              speaker, voice, rate, pitch, range, split
-    <corpus-dir>/<split>/text              <utt-id> <transcript>
-    <corpus-dir>/<split>/utt2spk           <utt-id> <speaker>
-    <corpus-dir>/<split>/wav.scp           <utt-id> <path relative to the corpus dir>
-    <corpus-dir>/<split>/conditions.tsv    per utterance: SNR, noise colour, RT60
-    <corpus-dir>/<split>/wav/<spk>/<utt-id>.wav   16 kHz, 16-bit PCM
-
-Deterministic: every utterance's text, voice and acoustic conditions come from the
-seed alone, and every utterance is synthesized in a freshly forked process because
-eSpeak NG carries state from one sentence to the next. Same seed, same bytes.
+Every utterance's text, voice and acoustic conditions come from the seed alone, and every
+utterance is synthesized in a freshly forked process (eSpeak NG carries state from one
+sentence to the next), so the same CorpusConfig gives the same bytes.
 """
 
-import argparse
 import logging
 import multiprocessing
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import soundfile as sf
@@ -29,8 +18,6 @@ from tqdm import tqdm
 from rlhf.corpus.acoustics import add_noise, colored_noise, resample, reverberate, synthetic_rir
 from rlhf.corpus.espeak import EspeakSynthesizer, VoiceSettings
 from rlhf.corpus.grammar import SentenceGrammar
-from rlhf.cli import add_stage_options, run_step
-from rlhf.log import setup_logging
 from rlhf.manifests import SPLITS
 from rlhf.stage import StageMarker, atomic_output
 
@@ -154,7 +141,7 @@ def synthesize_corpus(config: CorpusConfig, corpus_dir: Path, num_jobs: int = 1,
     """Write the corpus to ``corpus_dir`` (skipped when it is already complete for ``config``)."""
     marker = StageMarker(corpus_dir, "synthesize", vars(config))
     if corpus_dir.exists() and not (corpus_dir / "speakers.tsv").exists():
-        raise FileExistsError(f"{corpus_dir} exists but was not made by rlhf-synth-corpus; "
+        raise FileExistsError(f"{corpus_dir} exists but was not made by local/synthesize_corpus.sh; "
                               f"remove it or choose another corpus directory")
     if corpus_dir.exists() and marker.skip_if_complete(force):
         return
@@ -191,41 +178,3 @@ def _write_tables(corpus_dir: Path, speakers: list[Speaker], utterances: list[Ut
             "utterance\tsnr_db\tnoise_exponent\trt60_s\n"
             + "".join(f"{u.id}\t{c['snr_db']}\t{c['noise_exponent']}\t{c['rt60_s']}\n" for u, c in rows)
         )
-
-
-def get_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("corpus_dir", type=Path, help="where to write the corpus")
-    defaults = CorpusConfig()
-    p.add_argument("--seed", type=int, default=defaults.seed)
-    for split in SPLITS:
-        p.add_argument(f"--num-{split}", type=int, default=defaults.num_utterances(split), help=f"{split} utterances")
-        p.add_argument(f"--num-{split}-speakers", type=int, default=defaults.num_speakers[split])
-    p.add_argument("--snr-min", type=float, default=defaults.snr_min, help="dB")
-    p.add_argument("--snr-max", type=float, default=defaults.snr_max, help="dB")
-    p.add_argument("--reverb-prob", type=float, default=defaults.reverb_prob)
-    p.add_argument("--rt60-min", type=float, default=defaults.rt60_min, help="seconds")
-    p.add_argument("--rt60-max", type=float, default=defaults.rt60_max, help="seconds")
-    p.add_argument("--nj", type=int, default=1, help="parallel jobs")
-    add_stage_options(p)
-    return p
-
-
-def main(argv: Optional[list[str]] = None) -> None:
-    args = get_parser().parse_args(argv)
-    setup_logging(args.log_dir, "synthesize")
-
-    def step() -> None:
-        config = CorpusConfig(
-            seed=args.seed, num_train=args.num_train, num_dev=args.num_dev, num_test=args.num_test,
-            num_speakers={s: getattr(args, f"num_{s}_speakers") for s in SPLITS},
-            snr_min=args.snr_min, snr_max=args.snr_max, reverb_prob=args.reverb_prob,
-            rt60_min=args.rt60_min, rt60_max=args.rt60_max,
-        )
-        synthesize_corpus(config, args.corpus_dir, num_jobs=args.nj, force=args.force)
-
-    run_step(step)
-
-
-if __name__ == "__main__":
-    main()

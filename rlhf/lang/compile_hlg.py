@@ -1,19 +1,10 @@
-"""Compile the CTC decoding graph HLG = H o det(L o G) of a lang dir and a word n-gram G.
-
-Output::
-
-    <lang_dir>/HLG.pt    torch.save(HLG.as_dict()); load with rlhf.graphs.load_graph
-                         labels: token ids (0 = blank); aux_labels: word ids (ragged)
+"""``<lang_dir>/HLG.pt``, compiled once per lang dir and G (the composition itself: rlhf.graphs).
 """
 
-import argparse
 import logging
 from pathlib import Path
-from typing import Optional
 
-from rlhf.cli import add_stage_options, run_step, str2bool
 from rlhf.graphs import compile_hlg, save_graph
-from rlhf.log import setup_logging
 from rlhf.stage import StageMarker
 
 HLG_NAME = "HLG.pt"
@@ -33,19 +24,3 @@ def compile_hlg_step(lang_dir: Path, g_fst_txt: Path, modified_ctc_topo: bool = 
     save_graph(HLG, out)
     marker.write()
     logging.info("Wrote %s: %d states, %d arcs", out, HLG.shape[0], HLG.num_arcs)
-
-
-def main(argv: Optional[list[str]] = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("lang_dir", type=Path, help="made by rlhf-prepare-lang, e.g. data/lang_bpe_200")
-    p.add_argument("g_fst_txt", type=Path, help="made by rlhf-train-lm, e.g. data/lm/G_3_gram.fst.txt")
-    p.add_argument("--modified-ctc-topo", type=str2bool, default=False,
-                   help="H without the mandatory blank between repeated tokens (true/false; default false)")
-    add_stage_options(p)
-    args = p.parse_args(argv)
-    setup_logging(args.log_dir, "compile_hlg")
-    run_step(lambda: compile_hlg_step(args.lang_dir, args.g_fst_txt, args.modified_ctc_topo, args.force))
-
-
-if __name__ == "__main__":
-    main()

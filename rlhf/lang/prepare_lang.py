@@ -1,27 +1,15 @@
-"""Build ``data/lang_bpe_<N>``: a sentencepiece model and the k2/icefall lang files.
-
-Outputs (icefall's names and formats)::
-
-    bpe.model            sentencepiece model trained on the training transcripts
-                         (absent with --model-type word: each word is one token)
-    tokens.txt           <piece> <id>; id 0 is the CTC blank <blk>
-    words.txt            <word> <id>; <eps> 0, <UNK>, the words, then #0 <s> </s>
-    lexicon.txt          <word> <piece> <piece> ...  (each word's BPE segmentation)
-    transcript_words.txt the training transcripts, one per line
+"""The lang dir: a sentencepiece model (or word units) and icefall's tokens.txt, words.txt, lexicon.txt.
 """
 
-import argparse
 import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Iterable
 
 import sentencepiece as spm
 from lhotse import load_manifest_lazy
 
-from rlhf.cli import add_stage_options, run_step
-from rlhf.log import setup_logging
 from rlhf.stage import StageMarker, atomic_output
 
 BLANK, SOS_EOS, UNK_PIECE = "<blk>", "<sos/eos>", "<unk>"
@@ -93,20 +81,3 @@ def train_sentencepiece(lang_dir: Path, supervisions: Path, vocab_size: int,
     sp = spm.SentencePieceProcessor(model_file=str(lang_dir / "bpe.model"))
     assert sp.id_to_piece(0) == BLANK, "the CTC blank must be token 0"
     return sp
-
-
-def main(argv: Optional[list[str]] = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("supervisions", type=Path, help="training supervisions, e.g. data/manifests/synth_supervisions_train.jsonl.gz")
-    p.add_argument("lang_dir", type=Path, help="e.g. data/lang_bpe_200")
-    p.add_argument("--vocab-size", type=int, default=200, help="sentencepiece vocabulary size (not used for word)")
-    p.add_argument("--model-type", choices=["bpe", "unigram", "char", "word"], default="bpe",
-                   help="sentencepiece model type, or word: one token per word (tiny vocabularies like yesno)")
-    add_stage_options(p)
-    args = p.parse_args(argv)
-    setup_logging(args.log_dir, "prepare_lang")
-    run_step(lambda: prepare_lang(args.supervisions, args.lang_dir, args.vocab_size, args.model_type, args.force))
-
-
-if __name__ == "__main__":
-    main()

@@ -1,16 +1,6 @@
-"""Estimate the word n-gram LM of a lang dir (or take a given ARPA) and compile it to a G FST with kaldilm.
-
-Outputs (icefall's ``data/lm`` layout)::
-
-    <lm_dir>/lm_<N>gram.arpa        interpolated Kneser-Ney from the training transcripts,
-                                    or the --arpa file (e.g. LibriSpeech's published 3-gram), uncompressed
-    <lm_dir>/G_<N>_gram.fst.txt     OpenFst text format over words.txt ids, backoff arcs on #0
-
-With --arpa, n-grams with a word outside words.txt are dropped (kaldilm warns about the
-first few): the decoding graph can only output words of the lexicon.
+"""The word n-gram LM of a lang dir (estimated, or a given ARPA) compiled to a G FST with kaldilm.
 """
 
-import argparse
 import gzip
 import logging
 import shutil
@@ -21,8 +11,6 @@ import kaldilm
 
 from rlhf.lang.ngram import estimate_kneser_ney
 from rlhf.lang.prepare_lang import UNK_WORD
-from rlhf.cli import add_stage_options, run_step
-from rlhf.log import setup_logging
 from rlhf.stage import StageMarker, atomic_output
 
 
@@ -57,20 +45,3 @@ def train_lm(lang_dir: Path, lm_dir: Path, order: int, force: bool = False, arpa
         tmp.write_text(fst_text)
     logging.info("Wrote %s (%d arcs and final states)", lm_dir / f"G_{order}_gram.fst.txt", fst_text.count("\n"))
     marker.write()
-
-
-def main(argv: Optional[list[str]] = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("lang_dir", type=Path, help="made by rlhf-prepare-lang, e.g. data/lang_bpe_200")
-    p.add_argument("lm_dir", type=Path, help="e.g. data/lm")
-    p.add_argument("--order", type=int, default=3, help="n-gram order (with --arpa: the highest order used)")
-    p.add_argument("--arpa", type=Path, default=None,
-                   help="compile this ARPA LM (.arpa or .arpa.gz) instead of estimating one from the transcripts")
-    add_stage_options(p)
-    args = p.parse_args(argv)
-    setup_logging(args.log_dir, "train_lm")
-    run_step(lambda: train_lm(args.lang_dir, args.lm_dir, args.order, args.force, args.arpa))
-
-
-if __name__ == "__main__":
-    main()

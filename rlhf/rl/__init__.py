@@ -1,4 +1,4 @@
-"""Reinforcement learning over k2 lattices (design note sections 1-3).
+"""Reinforcement learning over k2 lattices (docs/lattice-rl.md) and the sequence objective of stage 7.
 
 The public API, for code that is not a recipe stage:
 

@@ -3,7 +3,7 @@
 Observation: the current lattice state (``Discrete(num_states)``). Action: the index of an arc
 among those leaving the current state (``Discrete(max out-degree)``; ``info["action_mask"]``
 marks the valid ones, and an invalid action raises ValueError). An episode runs from the
-start state to the final state. Rewards follow the design note: in ``frame`` mode each arc
+start state to the final state. Rewards are those of docs/lattice-rl.md: in ``frame`` mode each arc
 pays its frame reward; in ``edit`` mode the final step pays minus the edit distance between
 the path's output labels and the reference (the edit reward is a property of the whole path).
 Either way an episode's return is exactly the reward of the path it took.

@@ -1,4 +1,4 @@
-"""A k2 FsaVec seen as a batch of finite acyclic decision processes (design note section 1).
+"""A k2 FsaVec seen as a batch of finite acyclic decision processes (docs/lattice-rl.md).
 
 State = FSA state, action = an arc leaving it, deterministic transition to the arc's
 destination, terminal = the FSA's final state (k2's last state). Everything is indexed
@@ -13,6 +13,8 @@ from typing import Optional
 import k2
 import numpy as np
 import torch
+
+from rlhf.k2_private import backward_scores, forward_scores
 
 # scatter_reduce (segment max) is "beta" in torch 1.13 but stable in use; one warning per process is noise.
 warnings.filterwarnings("ignore", message="scatter_reduce", category=UserWarning)
@@ -126,8 +128,7 @@ def _longest_paths(fsas: k2.Fsa, forward: bool) -> torch.Tensor:
     """
     counting = k2.Fsa(fsas.arcs.clone())
     counting.scores = torch.ones(fsas.arcs.num_elements(), device=fsas.device)
-    scores = (counting._get_forward_scores if forward else counting._get_backward_scores)(
-        use_double_scores=True, log_semiring=False)
+    scores = (forward_scores if forward else backward_scores)(counting, log_semiring=False)
     return torch.where(torch.isfinite(scores), scores, torch.full_like(scores, -1.0)).long()
 
 

@@ -1,4 +1,4 @@
-"""The sequence-training objective over re-scored lattices (design note section 4).
+"""The sequence-training objective over re-scored lattices (docs/finetuning.md).
 
 A fixed lattice is re-scored by the current network: arc weight
 w(a) = kappa * log p(label(a) | frame(a)) + graph_score(a), a gather from the network output,
@@ -26,6 +26,7 @@ from typing import Optional
 import k2
 import torch
 
+from rlhf.k2_private import backward_scores, forward_scores, total_scores
 from rlhf.rl.mdp import LatticeMdp
 from rlhf.rl.rewards import edit_distance
 
@@ -66,9 +67,9 @@ def posteriors(mdp: LatticeMdp, weights: torch.Tensor) -> Posteriors:
     """Arc posteriors of the lattices in ``mdp`` re-scored with ``weights`` (no autograd)."""
     fsas = k2.Fsa(mdp.fsas.arcs.clone())
     fsas.scores = weights.detach().to(torch.float32)  # k2 keeps float32 scores; sums are done in double
-    alpha = fsas._get_forward_scores(use_double_scores=True, log_semiring=True)
-    beta = fsas._get_backward_scores(use_double_scores=True, log_semiring=True)
-    log_total = fsas._get_tot_scores(use_double_scores=True, log_semiring=True)
+    alpha = forward_scores(fsas, log_semiring=True)
+    beta = backward_scores(fsas, log_semiring=True)
+    log_total = total_scores(fsas, log_semiring=True)
     w = weights.detach().to(torch.float64)
     log_post = alpha.index_select(0, mdp.src) + w + beta.index_select(0, mdp.dest) - log_total[mdp.arc_fsa]
     occupancy = torch.exp(log_post).nan_to_num_(0.0)  # -inf - -inf: an arc on no complete path

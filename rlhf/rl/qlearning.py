@@ -1,4 +1,4 @@
-"""Tabular Q-learning over every arc of every lattice at once (design note section 3).
+"""Tabular Q-learning over every arc of every lattice at once (docs/lattice-rl.md).
 
 The seed's rule, applied to all arcs of an FsaVec:
 
@@ -15,7 +15,7 @@ With gamma = 1, V(start) = T log sum over complete paths of exp(return / T): the
 Boltzmann policy over returns, which tends to the hard max as T -> 0.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
@@ -25,11 +25,15 @@ from rlhf.rl.mdp import LatticeMdp
 
 @dataclass
 class QLearningConfig:
-    alpha: float = 1.0            # learning rate of the update rule
-    gamma: float = 1.0            # discount
-    tolerance: float = 1e-6       # stop when the Bellman residual max|r + gamma V(s') - Q| is below this
-    max_sweeps: int = 1000        # give up (and report the residual) after this many sweeps
-    temperature: float = 0.0      # 0: hard max (Q-learning); > 0: soft (log-sum-exp) values
+    alpha: float = field(default=1.0, metadata={
+        "help": "learning rate of the Q update, in (0, 1]; with 1 one sweep is exact"})
+    gamma: float = field(default=1.0, metadata={"help": "discount of the next arc's value, in [0, 1]"})
+    tolerance: float = field(default=1e-6, metadata={
+        "help": "sweeps stop once the Bellman residual max|r + gamma V(s') - Q| is at most this (reward units)"})
+    max_sweeps: int = field(default=1000, metadata={
+        "help": "most sweeps over the lattices; the residual after the last is reported"})
+    temperature: float = field(default=0.0, metadata={
+        "help": "0: the hard max of Q-learning; T > 0: soft values V(s) = T log sum_a exp(Q(s,a) / T)"})
 
     def check(self) -> None:
         if not 0.0 < self.alpha <= 1.0:

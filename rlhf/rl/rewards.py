@@ -1,4 +1,4 @@
-"""Rewards from the reference transcript (design note section 2).
+"""Rewards from the reference transcript (docs/lattice-rl.md).
 
 ``frame``: r(a) = 1 when the arc's CTC label (blank included) equals the reference's forced
 alignment at the arc's frame, else 0. Additive over lattice arcs.

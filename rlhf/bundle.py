@@ -1,4 +1,4 @@
-"""Make a model directory self-contained: a copy of its lang files and its feature configuration.
+"""Bundle a model directory: a copy of its lang files and its feature configuration.
 
 Writes into ``<exp_dir>`` (e.g. ``exp/ctc_tdnn``)::
 
@@ -8,26 +8,22 @@ Writes into ``<exp_dir>`` (e.g. ``exp/ctc_tdnn``)::
 
 With the checkpoints (which carry the model configuration) that is everything
 ``rlhf-transcribe --model-dir`` needs, so the directory can be copied to another machine.
-Training writes it before its first epoch; run this step again after compiling HLG to add it.
+Training bundles the lang files before its first epoch; steps/bundle_model.sh runs again after
+HLG is compiled to add it. (Not icefall's "export", which writes pretrained.pt or TorchScript.)
 """
 
-import argparse
 import json
 import logging
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Optional
 
 from lhotse import load_manifest_lazy
 
-from rlhf.cli import add_model_dirs, add_stage_options, run_step
 from rlhf.lang.compile_hlg import HLG_NAME
-from rlhf.log import setup_logging
-from rlhf.manifests import manifest_path
 from rlhf.stage import StageMarker, atomic_output
 
-LANG_FILES = ("tokens.txt", "words.txt", "lexicon.txt", "bpe.model")  # HLG.pt: export_hlg
+LANG_FILES = ("tokens.txt", "words.txt", "lexicon.txt", "bpe.model")  # HLG.pt: bundle_hlg
 MODEL_LANG_DIR = "lang"
 FEATURES_JSON = "features.json"
 
@@ -53,23 +49,23 @@ class FeatureConfig:
     def load(cls, exp_dir: Path) -> "FeatureConfig":
         path = Path(exp_dir) / FEATURES_JSON
         if not path.is_file():
-            raise FileNotFoundError(f"{path} not found: this model directory was not exported; run "
-                                    f"steps/export_model.sh <lang-dir> <fbank-dir> {exp_dir}")
+            raise FileNotFoundError(f"{path} not found: this model directory was not bundled; run "
+                                    f"steps/bundle_model.sh <lang-dir> <fbank-dir> {exp_dir}")
         return cls(**json.loads(path.read_text()))
 
 
-def export_model(lang_dir: Path, cuts_path: Path, exp_dir: Path, force: bool = False) -> None:
+def bundle_model(lang_dir: Path, cuts_path: Path, exp_dir: Path, force: bool = False) -> None:
     """Copy the lang files to ``exp_dir/lang`` and write ``exp_dir/features.json``; HLG.pt too when it exists.
 
-    Training calls :func:`export_lang`, the part without HLG.pt: HLG is compiled after
+    Training calls :func:`bundle_lang`, the part without HLG.pt: HLG is compiled after
     training (stage 4), and a lang dir that gains HLG.pt must not redo a complete training stage.
     """
-    export_lang(lang_dir, cuts_path, exp_dir, force)
+    bundle_lang(lang_dir, cuts_path, exp_dir, force)
     if (Path(lang_dir) / HLG_NAME).is_file():
-        export_hlg(lang_dir, exp_dir, force)
+        bundle_hlg(lang_dir, exp_dir, force)
 
 
-def export_lang(lang_dir: Path, cuts_path: Path, exp_dir: Path, force: bool = False) -> None:
+def bundle_lang(lang_dir: Path, cuts_path: Path, exp_dir: Path, force: bool = False) -> None:
     """``exp_dir/lang`` (every lang file but HLG.pt) and ``exp_dir/features.json``.
 
     Skipped when both exist and were made from the same files; a changed lang dir redoes it,
@@ -79,7 +75,7 @@ def export_lang(lang_dir: Path, cuts_path: Path, exp_dir: Path, force: bool = Fa
     if not (lang_dir / "tokens.txt").is_file():
         raise FileNotFoundError(f"{lang_dir}/tokens.txt not found: run the lang stage (steps/prepare_lang.sh) first")
     files = [lang_dir / name for name in LANG_FILES if (lang_dir / name).is_file()]
-    marker = StageMarker(exp_dir, "export_lang", {"files": [f.name for f in files]}, files + [cuts_path])
+    marker = StageMarker(exp_dir, "bundle_lang", {"files": [f.name for f in files]}, files + [cuts_path])
     out_lang = exp_dir / MODEL_LANG_DIR
     if (out_lang / "tokens.txt").is_file() and (exp_dir / FEATURES_JSON).is_file() and marker.skip_if_complete(force):
         return
@@ -92,32 +88,18 @@ def export_lang(lang_dir: Path, cuts_path: Path, exp_dir: Path, force: bool = Fa
     with atomic_output(exp_dir / FEATURES_JSON) as tmp:
         tmp.write_text(json.dumps(asdict(features), indent=2) + "\n")
     marker.write()
-    logging.info("Exported %s and %s to %s (%s)", lang_dir, FEATURES_JSON, exp_dir,
+    logging.info("Copied %s and %s to %s (%s)", lang_dir, FEATURES_JSON, exp_dir,
                  ", ".join(f.name for f in files))
 
 
-def export_hlg(lang_dir: Path, exp_dir: Path, force: bool = False) -> None:
+def bundle_hlg(lang_dir: Path, exp_dir: Path, force: bool = False) -> None:
     """Copy ``lang_dir/HLG.pt`` to ``exp_dir/lang/HLG.pt`` unless that copy is current."""
     src, out = Path(lang_dir) / HLG_NAME, Path(exp_dir) / MODEL_LANG_DIR / HLG_NAME
-    marker = StageMarker(exp_dir, "export_hlg", {}, [src])
+    marker = StageMarker(exp_dir, "bundle_hlg", {}, [src])
     if out.is_file() and marker.skip_if_complete(force):
         return
     marker.invalidate()
     with atomic_output(out) as tmp:
         shutil.copyfile(src, tmp)
     marker.write()
-    logging.info("Exported %s to %s", src, out)
-
-
-def main(argv: Optional[list[str]] = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_model_dirs(p)
-    add_stage_options(p)
-    args = p.parse_args(argv)
-    setup_logging(args.log_dir or args.exp_dir / "log", "export_model")
-    cuts = manifest_path(args.fbank_dir, args.corpus, "cuts", "train")
-    run_step(lambda: export_model(args.lang_dir, cuts, args.exp_dir, args.force))
-
-
-if __name__ == "__main__":
-    main()
+    logging.info("Copied %s to %s", src, out)

@@ -8,6 +8,11 @@ top-sorted, so decreasing state number), for every arc leaving it,
 with 0 at the final state, repeated until the sweep's largest |target - Q| (the Bellman
 residual after it: successors are final by the time an arc is updated) is below the tolerance.
 The vectorized ``rlhf.rl.qlearning.q_learning`` must give identical values (float64).
+
+It lives outside the library (``rlhf.rl``) because nothing there may run it: it is the oracle
+the tests check the vectorized code against and the speed baseline of
+``rlhf/bin/bench_qlearning.py``, which is why it is installed with the package rather than
+kept under tests/.
 """
 
 import math

@@ -1,9 +1,9 @@
-"""Benchmark: vectorized Q-learning against the plain Python per-arc loop, on real lattices.
+"""Benchmark: vectorized Q-learning against the plain Python per-arc loop (local/bench_qlearning.sh).
 
 Loads the stage-5 shards of a split into one FsaVec, computes the frame rewards, and times
 (a) ``LatticeMdp.from_fsas`` + ``q_learning`` (best of ``--repeats`` runs) and (b) the seed's
-per-arc loop in plain Python (``rlhf.rl.reference``) on the same lattices, in one process.
-Both include their own set-up. Checks that the values are identical and writes a table.
+per-arc loop in plain Python (``rlhf.testing.qlearning_reference``) on the same lattices, in one
+process. Both include their own set-up. Checks that the values are identical and writes a table.
 """
 
 import argparse
@@ -23,9 +23,9 @@ from rlhf.lattice_shards import LatticeShard, shard_paths
 from rlhf.log import setup_logging
 from rlhf.rl.mdp import LatticeMdp
 from rlhf.rl.qlearning import QLearningConfig, q_learning
-from rlhf.rl.reference import q_learning_loop
 from rlhf.rl.rewards import frame_rewards
 from rlhf.stage import atomic_output
+from rlhf.testing.qlearning_reference import q_learning_loop
 
 
 def load_lattices(split_dir: Path, max_shards: Optional[int]) -> tuple[k2.Fsa, list[torch.Tensor]]:
@@ -68,18 +68,19 @@ def table(r: dict) -> str:
         f"| vectorized (rlhf.rl.q_learning, best of {len(r['vectorized_seconds'])}) | {min(r['vectorized_seconds']):.3f} "
         f"| {r['vectorized_arcs_per_second']:.3g} | {r['sweeps'][0]} | "
         f"{'identical' if r['identical'] else 'DIFFERENT'} |",
-        f"| plain Python per-arc loop (rlhf.rl.reference) | {r['loop_seconds']:.2f} | {r['loop_arcs_per_second']:.3g} "
-        f"| {r['sweeps'][1]} | reference |", "",
+        f"| plain Python per-arc loop (rlhf.testing.qlearning_reference) | {r['loop_seconds']:.2f} "
+        f"| {r['loop_arcs_per_second']:.3g} | {r['sweeps'][1]} | reference |", "",
         f"Speed-up: {r['speedup']:.0f}x (target: 100x).", ""])
 
 
 def main(argv: Optional[list[str]] = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("split_dir", type=Path, help="a split's lattice shards, e.g. exp/ctc_tdnn/lattices/train")
-    p.add_argument("--max-shards", type=int, default=None, help="use the first N shards only")
-    p.add_argument("--repeats", type=int, default=3, help="vectorized runs (the best counts)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads for the vectorized code")
-    p.add_argument("--out", type=Path, default=None, help="write the table here (and its .json beside it)")
+    p.add_argument("--max-shards", type=int, default=None, help="use the first N shards only (default: all)")
+    p.add_argument("--repeats", type=int, default=3, help="runs of the vectorized code; the fastest counts")
+    p.add_argument("--threads", type=int, default=1, help="torch threads of the vectorized code")
+    p.add_argument("--out", type=Path, default=None,
+                   help="also write the table to this file, and its numbers to a .json beside it")
     add_dataclass_options(p, QLearningConfig())
     args = p.parse_args(argv)
     setup_logging(None, "bench-qlearning")

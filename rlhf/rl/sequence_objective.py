@@ -1,0 +1,157 @@
+"""The sequence objective that stage 7 minimizes, as a differentiable function of the network.
+
+A batch of stage-5 lattices (rlhf.lattice_batches) is re-scored by the current network and
+the loss is one of ``--objective``: ``rl`` (minus the expected stage-6 advantage,
+rlhf.rl.objective), ``mwer`` (k2's ``mwer_loss``) or ``ctc`` (the baseline's loss). Besides the
+loss, ``SequenceObjective`` gives what Hessian-free asks for: the gradient over many batches
+(all-reduced over the ranks), the held-out value, and curvature-vector products G v (the
+generalized Gauss-Newton matrix with a positive semi-definite per-frame output curvature).
+See docs/finetuning.md.
+"""
+
+import random
+from typing import TYPE_CHECKING, Callable
+
+import k2
+import torch
+
+from rlhf import distributed
+from rlhf.ctc import CtcGraphCompiler, ctc_loss
+from rlhf.hf import module_ggn_product
+from rlhf.lattice_batches import LatticeBatch
+from rlhf.model import CtcModel
+from rlhf.rl.objective import (arc_output_index, distinct_paths, expected_advantage, expected_path_advantage,
+                               frame_fisher_product, posteriors, rescore, sample_paths, token_occupancy)
+
+if TYPE_CHECKING:  # rlhf.finetune, the optimization loop, imports this module
+    from rlhf.finetune import FinetuneConfig
+
+OBJECTIVES = ("rl", "mwer", "ctc")
+CURVATURES = ("softmax", "occupancy")  # the output curvature of G v: see curvature_operator
+
+
+class SequenceObjective:
+    """The loss on lattice batches, its gradient, curvature products and held-out value."""
+
+    def __init__(self, model: CtcModel, params: list[torch.nn.Parameter], config: "FinetuneConfig",
+                 compiler: CtcGraphCompiler, device: torch.device):
+        self.model = model.eval()  # no dropout: objective and curvature are deterministic functions of theta
+        self.params = params
+        self.config = config
+        self.compiler = compiler
+        self.device = device
+        self.paths: dict[int, object] = {}  # edit reward: batch id -> the paths of this iteration
+
+    def normalizer(self, batches: list[LatticeBatch]) -> float:
+        """Frames (frame reward, mwer, ctc) or reference words (edit reward) of a set of batches."""
+        if self.config.objective == "rl" and self.config.reward == "edit":
+            return float(max(sum(b.total_words for b in batches), 1))
+        return float(max(sum(b.total_frames for b in batches), 1))
+
+    def forward(self, batch: LatticeBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Network log-probs (N, T, V), output lengths, and each arc's index into the log-probs."""
+        log_probs, lengths = self.model(batch.features, batch.num_input_frames)
+        if lengths.tolist() != batch.num_frames:
+            raise ValueError("the model's output lengths differ from the lattices' frame counts: "
+                             "the lattices were made with another model or features")
+        n, t, v = log_probs.shape
+        index = arc_output_index(batch.lattice, batch.mdp.arc_fsa, t, v)
+        return log_probs, lengths, index
+
+    def arc_weights(self, log_probs: torch.Tensor, index: torch.Tensor, batch: LatticeBatch) -> torch.Tensor:
+        """The batch's lattices re-scored by the network output (differentiable)."""
+        return rescore(log_probs, index, batch.lattice.graph_scores, self.config.kappa)
+
+    def batch_loss(self, batch: LatticeBatch, batch_id: int, sample_paths_now: bool = False,
+                   iteration: int = 0) -> torch.Tensor:
+        """The summed (not yet normalized) loss of a batch, differentiable in the parameters."""
+        c = self.config
+        log_probs, lengths, index = self.forward(batch)
+        if c.objective == "ctc":
+            return ctc_loss(log_probs, lengths, batch.texts, self.compiler).sum()
+        weights = self.arc_weights(log_probs, index, batch)
+        if c.objective == "mwer":
+            lattice = k2.Fsa(batch.lattice.arcs.clone(), aux_labels=batch.lattice.aux_labels)
+            lattice.scores = weights
+            return k2.mwer_loss(lattice, batch.references, num_paths=c.num_paths, reduction="sum")
+        if c.reward == "frame":
+            gain = expected_advantage(weights, batch.mdp, batch.advantage)
+        else:
+            if sample_paths_now or batch_id not in self.paths:
+                self.paths[batch_id] = self.draw_paths(batch, weights, iteration, batch_id)
+            gain = expected_path_advantage(weights, self.paths[batch_id], batch.start_value, batch.size)
+        loss = -gain.sum().to(log_probs.dtype)
+        if c.ctc_weight > 0:
+            # normalized like the rest (per frame or word), so ctc_weight is a share of the loss
+            loss = loss + c.ctc_weight * ctc_loss(log_probs, lengths, batch.texts, self.compiler).sum()
+        return loss
+
+    def draw_paths(self, batch: LatticeBatch, weights: torch.Tensor, iteration: int, batch_id: int):
+        """The edit reward's paths of a batch, seeded by (seed, iteration, batch): the same draws
+        whichever rank, and however many ranks, draw them."""
+        seed = random.Random(f"{self.config.seed}-{iteration}-{batch_id}").getrandbits(62)
+        post = posteriors(batch.mdp, weights)
+        arcs, paths, fsas = sample_paths(batch.mdp, post, weights, self.config.num_paths,
+                                         torch.Generator().manual_seed(seed))
+        return distinct_paths(arcs, paths, fsas, batch.outputs, batch.references)
+
+    def gradient(self, batches: list[LatticeBatch], ids: list[int], iteration: int = 0
+                 ) -> tuple[float, torch.Tensor, torch.Tensor]:
+        """(loss, gradient, mean squared per-batch gradient) over ``batches``, all flat.
+
+        Each rank takes every world_size-th batch; the sums are all-reduced, so every rank
+        gets the gradient over all of them. The preconditioner wants squared per-utterance
+        gradients; a backward pass per utterance would cost one pass each, so per-batch mean
+        gradients stand in for them.
+        """
+        ctx = distributed.context()
+        norm = self.normalizer(batches)
+        total = torch.zeros(1, dtype=torch.float64, device=self.device)
+        grad = torch.zeros(sum(p.numel() for p in self.params), dtype=torch.float32, device=self.device)
+        squares = torch.zeros_like(grad)
+        for batch, batch_id in zip(ctx.shard(batches), ctx.shard(ids)):
+            loss = self.batch_loss(batch, batch_id, sample_paths_now=True, iteration=iteration)
+            g = torch.cat([x.reshape(-1) for x in torch.autograd.grad(loss, self.params)])
+            total += float(loss)
+            grad += g / norm
+            squares += (g / self.normalizer([batch])) ** 2
+        for t in (total, grad, squares):
+            distributed.all_reduce_sum(t)
+        return float(total) / norm, grad, squares / max(len(batches), 1)
+
+    @torch.no_grad()
+    def value(self, batches: list[LatticeBatch], ids: list[int]) -> float:
+        """The normalized loss (edit reward: on the paths drawn for these batches this iteration),
+        summed over the ranks' shares."""
+        ctx = distributed.context()
+        mine = sum(float(self.batch_loss(b, i)) for b, i in zip(ctx.shard(batches), ctx.shard(ids)))
+        return distributed.sum_floats(mine)[0] / self.normalizer(batches)
+
+    def curvature_operator(self, batch: LatticeBatch) -> Callable[[torch.Tensor], torch.Tensor]:
+        """v -> G v on a batch: the generalized Gauss-Newton product with a per-frame Fisher
+        (rlhf.rl.objective.frame_fisher_product, ``--curvature``) as the PSD output curvature."""
+        c = self.config
+        with torch.no_grad():
+            log_probs, _, index = self.forward(batch)
+            if c.curvature == "occupancy":
+                weights = self.arc_weights(log_probs, index, batch)
+                frame_posterior = token_occupancy(posteriors(batch.mdp, weights), index, log_probs.shape)
+            else:
+                frame_posterior = log_probs.exp()
+        norm = self.normalizer([batch])
+        ctc_scale = c.ctc_weight / norm if c.ctc_weight > 0 else 0.0
+
+        def output_curvature(tangent: torch.Tensor) -> torch.Tensor:
+            return frame_fisher_product(frame_posterior, tangent, c.kappa, scale=1.0 / norm,
+                                            softmax_weight=ctc_scale, log_probs=log_probs)
+
+        shapes = [p.shape for p in self.params]
+        sizes = [p.numel() for p in self.params]
+
+        def product(v: torch.Tensor) -> torch.Tensor:
+            vec = [x.view(s) for x, s in zip(torch.split(v, sizes), shapes)]
+            out = module_ggn_product(self.model, (batch.features, batch.num_input_frames), vec, output_curvature,
+                                     output_fn=lambda out: out[0])
+            return torch.cat([x.reshape(-1) for x in out])
+
+        return product
