@@ -16,11 +16,11 @@ dist_timeout=600              # seconds a rank waits for the others before the j
 corpus_dir=                   # the AN4 tree (etc/ and wav/, WAV or SPHERE audio); required
 data_dir=data                 # manifests, lang, LM and features go here
 exp_dir=exp                   # models and decoding results go here
-bpe_vocab_size=100            # sentencepiece vocabulary size; lang dir is data/lang_bpe_<N>
+bpe_vocab_size=30             # sentencepiece vocabulary size (30: near-characters); lang dir is data/lang_bpe_<N>
 lm_order=3                    # word n-gram order, estimated from the training transcripts
 speed_perturb=true            # stage 2: add 0.9x and 1.1x speed copies of the training utterances
 model_name=ctc_tdnn           # the model's directory: <exp_dir>/<model_name>
-num_epochs=40                 # training epochs
+num_epochs=30                 # training epochs (dev WER was still falling at 30: RESULTS.md, egs/an4)
 start_epoch=1                 # resume training from <exp_dir>/<model_name>/epoch-(N-1).pt
 max_duration=120              # seconds of audio per training batch
 lr=0.002                      # peak Adam learning rate
@@ -105,7 +105,7 @@ if run_stage 4; then
   "$root/steps/decode.sh" --corpus an4 --splits "dev test" --epoch "$num_epochs" --avg "$avg" \
     --search-beam "$search_beam" --output-beam "$output_beam" --max-active-states "$max_active_states" \
     --lm-scale "$lm_scale" --device "$device" "$lang_dir" "$fbank_dir" "$model_dir"
-  "$root/steps/export_model.sh" --corpus an4 --log-dir "$log_dir" "$lang_dir" "$fbank_dir" "$model_dir"
+  "$root/steps/bundle_model.sh" --corpus an4 --log-dir "$log_dir" "$lang_dir" "$fbank_dir" "$model_dir"
   append_results "$model_dir/results-epoch-$num_epochs-avg-$avg.md" "$results_file"
 fi
 
