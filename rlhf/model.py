@@ -17,7 +17,7 @@ Every size is an option, so both scale up on a GPU.
 """
 
 import argparse
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Optional
 
 import torch
@@ -29,18 +29,20 @@ ENCODERS = ("tdnn", "conformer")
 
 @dataclass(frozen=True)
 class ModelConfig:
-    num_features: int = 80      # fbank bins
-    vocab_size: int = 200       # CTC outputs, blank (id 0) included
-    encoder: str = "tdnn"       # tdnn or conformer
-    subsampling_channels: int = 32
-    hidden_dim: int = 256       # encoder width (the conformer's attention dimension)
-    num_layers: int = 8         # TDNN or conformer blocks
-    kernel_size: int = 3        # TDNN convolution kernel
-    dilations: tuple[int, ...] = (1, 2, 4)  # TDNN dilations, cycled over the layers
-    num_heads: int = 4          # conformer attention heads
-    ffn_dim: int = 1024         # conformer feed-forward hidden size
-    conv_kernel_size: int = 15  # conformer depthwise convolution kernel
-    dropout: float = 0.1
+    num_features: int = 80      # fbank bins (from the cuts, not an option)
+    vocab_size: int = 200       # CTC outputs, blank (id 0) included (from tokens.txt, not an option)
+    encoder: str = field(default="tdnn", metadata={
+        "help": "encoder after the 4x subsampling front end: residual TDNN blocks, or torchaudio's Conformer",
+        "choices": ENCODERS})
+    subsampling_channels: int = field(default=32, metadata={"help": "channels of the 4x subsampling convolutions"})
+    hidden_dim: int = field(default=256, metadata={"help": "encoder width (the conformer's attention dimension)"})
+    num_layers: int = field(default=8, metadata={"help": "encoder blocks (TDNN or conformer)"})
+    kernel_size: int = field(default=3, metadata={"help": "TDNN convolution kernel in frames (odd)"})
+    dilations: tuple[int, ...] = (1, 2, 4)  # TDNN dilations, cycled over the layers (--dilations 1,2,4)
+    num_heads: int = field(default=4, metadata={"help": "conformer attention heads"})
+    ffn_dim: int = field(default=1024, metadata={"help": "conformer feed-forward hidden size"})
+    conv_kernel_size: int = field(default=15, metadata={"help": "conformer depthwise convolution kernel in frames (odd)"})
+    dropout: float = field(default=0.1, metadata={"help": "dropout probability in every encoder block"})
 
     def check(self) -> None:
         if self.encoder not in ENCODERS:
@@ -65,32 +67,24 @@ class ModelConfig:
         return cls(**{**d, "dilations": tuple(d["dilations"])})
 
 
+# The options of add_model_options: the fields with help; the rest come from the data or are parsed apart.
+OPTION_FIELDS = tuple(f.name for f in fields(ModelConfig) if "help" in f.metadata)
+
+
 def add_model_options(p: argparse.ArgumentParser) -> None:
     """The ``ModelConfig`` options of stage 3 (every later stage reads them from the checkpoint)."""
-    d = ModelConfig()
-    p.add_argument("--encoder", choices=ENCODERS, default=d.encoder,
-                   help="encoder after the 4x subsampling front end: residual TDNN blocks, or torchaudio's Conformer")
-    p.add_argument("--hidden-dim", type=int, default=d.hidden_dim,
-                   help="encoder width (the conformer's attention dimension)")
-    p.add_argument("--num-layers", type=int, default=d.num_layers, help="encoder blocks (TDNN or conformer)")
-    p.add_argument("--subsampling-channels", type=int, default=d.subsampling_channels,
-                   help="channels of the 4x subsampling convolutions")
-    p.add_argument("--kernel-size", type=int, default=d.kernel_size, help="TDNN convolution kernel in frames (odd)")
-    p.add_argument("--dilations", default=",".join(map(str, d.dilations)),
+    from rlhf.cli import add_dataclass_options  # here: rlhf.cli -> rlhf.distributed imports this module
+
+    add_dataclass_options(p, ModelConfig(), names=OPTION_FIELDS)
+    p.add_argument("--dilations", default=",".join(map(str, ModelConfig.dilations)),
                    help="TDNN dilations, comma-separated, cycled over the blocks")
-    p.add_argument("--num-heads", type=int, default=d.num_heads, help="conformer attention heads")
-    p.add_argument("--ffn-dim", type=int, default=d.ffn_dim, help="conformer feed-forward hidden size")
-    p.add_argument("--conv-kernel-size", type=int, default=d.conv_kernel_size,
-                   help="conformer depthwise convolution kernel in frames (odd)")
-    p.add_argument("--dropout", type=float, default=d.dropout, help="dropout probability in every encoder block")
 
 
 def model_config_from_args(args: argparse.Namespace, num_features: int, vocab_size: int) -> ModelConfig:
-    config = ModelConfig(num_features=num_features, vocab_size=vocab_size, encoder=args.encoder,
-                         subsampling_channels=args.subsampling_channels, hidden_dim=args.hidden_dim,
-                         num_layers=args.num_layers, kernel_size=args.kernel_size,
-                         dilations=tuple(int(x) for x in args.dilations.split(",")), num_heads=args.num_heads,
-                         ffn_dim=args.ffn_dim, conv_kernel_size=args.conv_kernel_size, dropout=args.dropout)
+    from rlhf.cli import dataclass_from_args
+
+    config = replace(dataclass_from_args(ModelConfig, args, names=OPTION_FIELDS), num_features=num_features,
+                     vocab_size=vocab_size, dilations=tuple(int(x) for x in args.dilations.split(",")))
     config.check()
     return config
 
