@@ -27,7 +27,8 @@ bpe_vocab_size=200            # sentencepiece vocabulary size; lang dir is data/
 lm_order=3                    # word n-gram LM order
 speed_perturb=false           # stage 2: add 0.9x and 1.1x speed copies of the training utterances
 model_name=ctc_tdnn           # the model's directory: <exp_dir>/<model_name>
-num_epochs=12                 # training epochs (stage 3)
+num_epochs=12                 # most training epochs (stage 3)
+patience=0                    # stop when the dev WER and loss made no new best for N epochs (0: never)
 start_epoch=1                 # resume training from <exp_dir>/<model_name>/epoch-(N-1).pt
 max_duration=120              # seconds of audio per training batch
 lr=0.002                      # peak Adam learning rate
@@ -38,8 +39,8 @@ num_heads=4                   # conformer attention heads
 ffn_dim=1024                  # conformer feed-forward size
 train_seed=42                 # model initialization, batch order and dropout
 device=auto                   # auto (GPU when there is one), cpu, cuda:0, ...
-epoch=                        # decode this epoch's checkpoint (default: --num-epochs)
-avg=3                         # ... averaged with the epochs before it
+epoch=                        # stages 4-7 use this epoch (default: the one stage 3 selected, selected.json)
+avg=3                         # judge (stage 3) and decode an epoch averaged with the K-1 before it
 search_beam=20                # lattice search beam (stage 4)
 output_beam=8                 # lattice output beam
 max_active_states=10000       # most active states per frame in the lattice search
@@ -83,7 +84,6 @@ lm_dir=$data_dir/lm
 fbank_dir=$data_dir/fbank
 log_dir=$data_dir/log
 model_dir=$exp_dir/$model_name
-epoch=${epoch:-$num_epochs}
 
 if run_stage 0; then
   log "Stage 0: synthesize the corpus and prepare its Lhotse manifests"
@@ -119,15 +119,20 @@ if run_stage 3; then
   log "Stage 3: train the baseline CTC model (k2 CTC loss)"
   require "$fbank_dir/synth_cuts_train.jsonl.gz" 2
   require "$lang_dir/tokens.txt" 1
-  "$here/steps/train_ctc.sh" "${dist_opts[@]}" --num-epochs "$num_epochs" --start-epoch "$start_epoch" \
+  "$here/steps/train_ctc.sh" "${dist_opts[@]}" --num-epochs "$num_epochs" \
+    --patience "$patience" --avg "$avg" --start-epoch "$start_epoch" \
     --max-duration "$max_duration" --lr "$lr" --encoder "$encoder" --hidden-dim "$hidden_dim" \
     --num-layers "$num_layers" --num-heads "$num_heads" --ffn-dim "$ffn_dim" --seed "$train_seed" --device "$device" --force "$force" "$lang_dir" "$fbank_dir" "$model_dir"
   log "Stage 3 done: checkpoints, training-curve.png and tensorboard/ in $model_dir"
 fi
 
+# Stages 4-7 use the epoch that stage 3 selected (its convergence rule), unless --epoch names one.
+if [ -z "$epoch" ] && { run_stage 4 || run_stage 5 || run_stage 7; }; then
+  epoch=$(selected_epoch "$model_dir")
+fi
+
 if run_stage 4; then
   log "Stage 4: compile HLG, decode dev and test, score"
-  require "$model_dir/epoch-$epoch.pt" 3
   require "$lm_dir/G_${lm_order}_gram.fst.txt" 1
   "$here/steps/compile_hlg.sh" --force "$force" --log-dir "$log_dir" "$lang_dir" "$lm_dir/G_${lm_order}_gram.fst.txt"
   "$here/steps/decode.sh" --epoch "$epoch" --avg "$avg" --search-beam "$search_beam" \
@@ -140,7 +145,6 @@ fi
 
 if run_stage 5; then
   log "Stage 5: decode ${lattice_splits} into k2 lattices for sequence training"
-  require "$model_dir/epoch-$epoch.pt" 3
   require "$lang_dir/HLG.pt" 4
   "$here/steps/make_lattices.sh" "${dist_opts[@]}" --splits "$lattice_splits" --epoch "$epoch" --avg "$avg" \
     --search-beam "$search_beam" --output-beam "$lattice_output_beam" --shard-size "$lattice_shard_size" --max-active-states "$max_active_states" \

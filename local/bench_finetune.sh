@@ -16,7 +16,7 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 data_dir=data                 # manifests, lang, features (as in run.sh)
 bpe_vocab_size=200            # lang dir is <data_dir>/lang_bpe_<N>
 exp_dir=exp/ctc_tdnn          # the baseline's directory (checkpoints, lattices/)
-epoch=12                      # the baseline: epoch-N.pt ...
+epoch=                        # the baseline: epoch-N.pt (default: the one stage 3 selected) ...
 avg=3                         # ... averaged with the epochs before it (as stage 4 and 5)
 lm_scale=0.5                  # HLG decoding of dev and test (as stage 4)
 reward=frame                  # stage-6 values for the rl objective: frame or edit
@@ -43,6 +43,7 @@ recipe_args="$*"
 
 lang_dir=$data_dir/lang_bpe_$bpe_vocab_size
 out_dir=${out_dir:-$exp_dir/finetune-bench-$reward}
+epoch=${epoch:-$(selected_epoch "$exp_dir")}
 baseline=$exp_dir/results-epoch-$epoch-avg-$avg.json
 require "$exp_dir/lattices/train/q-$reward" 6
 require "$baseline" 4

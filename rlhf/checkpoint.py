@@ -57,16 +57,22 @@ def average_checkpoints(exp_dir: Path, epoch: int, avg: int) -> CtcModel:
         raise ValueError(f"--avg must be between 1 and --epoch ({epoch}), got {avg}")
     paths = [checkpoint_path(exp_dir, e) for e in range(epoch - avg + 1, epoch + 1)]
     model = load_model(paths[-1])
-    config = model.config
-    total = {k: v.clone().double() if v.is_floating_point() else v.clone() for k, v in model.state_dict().items()}
-    for p in paths[:-1]:
-        state = load_checkpoint(p, expected=config)["model"]
+    earlier = [load_checkpoint(p, expected=model.config)["model"] for p in paths[:-1]]
+    model.load_state_dict(average_states(model.state_dict(), earlier))
+    return model
+
+
+def average_states(last: dict, earlier: list[dict]) -> dict:
+    """The average of state dicts (float tensors summed in float64, ``last`` first, then
+    ``earlier`` in order; other tensors from ``last``): stage 3 judges an epoch with exactly the
+    weights that average_checkpoints gives decoding."""
+    total = {k: v.clone().double() if v.is_floating_point() else v.clone() for k, v in last.items()}
+    for state in earlier:
         for k, v in state.items():
             if v.is_floating_point():
                 total[k] += v.double()
-    model.load_state_dict({k: (v / avg).to(model.state_dict()[k].dtype) if v.is_floating_point() else v
-                           for k, v in total.items()})
-    return model
+    n = 1 + len(earlier)
+    return {k: (v / n).to(last[k].dtype) if v.is_floating_point() else v for k, v in total.items()}
 
 
 def model_digest(model: torch.nn.Module) -> str:

@@ -19,7 +19,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.tensorboard import SummaryWriter
 
 from rlhf import distributed
-from rlhf.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
+from rlhf.checkpoint import average_states, checkpoint_path, load_checkpoint, save_checkpoint
 from rlhf.ctc import CtcGraphCompiler, ctc_loss, greedy_search
 from rlhf.data import batch_inputs, load_cuts, make_dataloader
 from rlhf.bundle import bundle_lang
@@ -32,7 +32,18 @@ from rlhf.stage import StageMarker, atomic_output
 
 @dataclass
 class TrainConfig:
-    num_epochs: int = field(default=12, metadata={"help": "training epochs (passes over the training cuts)"})
+    num_epochs: int = field(default=12, metadata={
+        "help": "most training epochs (passes over the training cuts); --patience may stop training earlier"})
+    patience: int = field(default=0, metadata={
+        "help": "stop when neither the dev WER nor the dev loss has reached a new best for N epochs (the "
+                "convergence rule; 0: train all --num-epochs)"})
+    select: str = field(default="best", metadata={
+        "help": "the epoch that selected.json names for stages 4-7: best (lowest dev WER of the judged model) or "
+                "last (the last one trained: for a recipe whose only held-out split is its test set, e.g. yesno)",
+        "choices": ("best", "last")})
+    avg: int = field(default=1, metadata={
+        "help": "judge epoch N by its weights averaged with the N-1 epochs before it, the model that decoding "
+                "with --epoch N --avg K uses (epochs before the K-th are not judged)"})
     max_duration: float = field(default=120.0, metadata={
         "help": "seconds of audio per training batch (per process with --world-size N)"})
     lr: float = field(default=2e-3, metadata={"help": "peak Adam learning rate, reached after --warmup-steps"})
@@ -62,6 +73,10 @@ class EpochStats:
     num_skipped: int              # steps with a non-finite loss or gradient
     lr: float
     world_size: int = 1           # processes that trained this epoch
+    # The judged model (this epoch averaged with the avg-1 before it; None before the avg-th
+    # epoch): what the convergence rule and the selection look at.
+    judged_dev_loss: Optional[float] = None
+    judged_dev_wer: Optional[float] = None
 
 
 # Dropout and SpecAugment draws of rank r are seeded with seed + epoch + r * RANK_SEED_STRIDE:
@@ -208,7 +223,7 @@ class Trainer:
 
 # Options that do not change what an epoch computes: a run may be resumed with other values
 # (e.g. more epochs than first planned).
-RESUMABLE_WITH_CHANGES = {"num_epochs", "log_interval", "num_workers"}
+RESUMABLE_WITH_CHANGES = {"num_epochs", "patience", "select", "log_interval", "num_workers"}
 
 
 def check_resumable(path: Path, saved: dict, config: TrainConfig) -> None:
@@ -239,8 +254,12 @@ def train(lang_dir: Path, fbank_dir: Path, exp_dir: Path, corpus: str, model_con
         return
     if ctx.is_main:
         marker.invalidate()
+        (exp_dir / SELECTED).unlink(missing_ok=True)
     if start_epoch < 1 or start_epoch > config.num_epochs:
         raise ValueError(f"--start-epoch must be between 1 and --num-epochs ({config.num_epochs}), got {start_epoch}")
+    if not 1 <= config.avg <= config.num_epochs or config.patience < 0:
+        raise ValueError(f"--avg must be between 1 and --num-epochs ({config.num_epochs}) and --patience at least 0; "
+                         f"got --avg {config.avg}, --patience {config.patience}")
 
     device = ctx.device(device_name)
     # The same initial weights on every rank (DDP also copies rank 0's to the others).
@@ -272,15 +291,93 @@ def train(lang_dir: Path, fbank_dir: Path, exp_dir: Path, corpus: str, model_con
               else contextlib.nullcontext())
     with writer as tb:
         for epoch in range(start_epoch, config.num_epochs + 1):
+            if select_epoch(history, config.patience).converged:
+                break
             stats = train_epoch(trainer, train_loader, dev_loader, epoch, tb)
+            judge_epoch(trainer, stats, exp_dir, config.avg, dev_loader, tb)
             history.append(stats)
             if ctx.is_main:
                 save_checkpoint(checkpoint_path(exp_dir, epoch), model, trainer=trainer.state_dict(),
                                 train_config=vars(config), history=[vars(h) for h in history])
                 logging.info("Wrote %s", checkpoint_path(exp_dir, epoch))
+    selection = select_epoch(history, config.patience)
+    if config.select == "last":
+        selection.epoch = history[-1].epoch if selection.epoch is not None else None
+    if selection.epoch is None:
+        raise ValueError(f"no epoch could be judged: --avg {config.avg} is more than the {len(history)} epoch(s) "
+                         f"trained; lower --avg or raise --num-epochs")
+    logging.info("%s; selected epoch %d (%s; averaged over %d): dev WER %.2f%%", selection.reason(config.patience),
+                 selection.epoch, config.select, config.avg, history[selection.epoch - 1].judged_dev_wer)
     if ctx.is_main:
-        write_history(exp_dir, history)
+        write_history(exp_dir, history, selection.epoch)
+        with atomic_output(exp_dir / SELECTED) as tmp:
+            tmp.write_text(json.dumps({"epoch": selection.epoch, "avg": config.avg,
+                                       "dev_wer": history[selection.epoch - 1].judged_dev_wer,
+                                       "dev_loss": history[selection.epoch - 1].judged_dev_loss,
+                                       "epochs_trained": len(history), "converged": selection.converged,
+                                       "patience": config.patience, "select": config.select}, indent=2) + "\n")
         marker.write()
+
+
+# The epoch stage 3 selected, which stages 4-7 decode and fine-tune (utils/recipe_lib.sh: selected_epoch).
+SELECTED = "selected.json"
+
+
+@dataclass
+class Selection:
+    epoch: Optional[int]          # the judged epoch with the lowest dev WER (None: none judged yet)
+    last_progress: Optional[int]  # the last epoch with a new best dev WER or dev loss
+    last_judged: Optional[int]
+    converged: bool               # no progress for --patience epochs
+
+    def reason(self, patience: int) -> str:
+        if self.converged:
+            return f"converged: no new best dev WER or loss in the {patience} epochs after epoch {self.last_progress}"
+        return f"not converged after {self.last_judged} epochs (last new best: epoch {self.last_progress})"
+
+
+def select_epoch(history: list[EpochStats], patience: int) -> Selection:
+    """The convergence rule and the selection, from the judged (averaged) models' dev numbers.
+
+    Progress is a new lowest dev WER or a new lowest dev loss: on the CTC plateau the WER stays
+    near 100% while the loss falls, and the loss alone can creep down while the WER no longer
+    moves. Training has converged when ``patience`` (> 0) judged epochs in a row made no
+    progress. The selected epoch has the lowest dev WER (ties: lower dev loss, then earlier).
+    """
+    judged = [h for h in history if h.judged_dev_wer is not None]
+    if not judged:
+        return Selection(None, None, None, False)
+    best_wer = best_loss = math.inf
+    last_progress = judged[0].epoch
+    for h in judged:
+        if h.judged_dev_wer < best_wer or h.judged_dev_loss < best_loss:
+            last_progress = h.epoch
+        best_wer, best_loss = min(best_wer, h.judged_dev_wer), min(best_loss, h.judged_dev_loss)
+    best = min(judged, key=lambda h: (h.judged_dev_wer, h.judged_dev_loss, h.epoch))
+    converged = patience > 0 and judged[-1].epoch - last_progress >= patience
+    return Selection(best.epoch, last_progress, judged[-1].epoch, converged)
+
+
+def judge_epoch(trainer: Trainer, stats: EpochStats, exp_dir: Path, avg: int, dev_loader,
+                tb: Optional[SummaryWriter]) -> None:
+    """Dev loss and WER of this epoch's weights averaged with the ``avg``-1 epochs before it (read
+    from their checkpoints), into ``stats``; the training weights are left as they were."""
+    if stats.epoch < avg:
+        return
+    if avg == 1:
+        stats.judged_dev_loss, stats.judged_dev_wer = stats.dev_loss, stats.dev_wer
+        return
+    model = trainer.model
+    earlier = [load_checkpoint(checkpoint_path(exp_dir, e), expected=model.config)["model"]
+               for e in range(stats.epoch - avg + 1, stats.epoch)]
+    trained = {k: v.clone() for k, v in model.state_dict().items()}
+    model.load_state_dict(average_states(trained, earlier))
+    stats.judged_dev_loss, stats.judged_dev_wer = trainer.evaluate(dev_loader)
+    model.load_state_dict(trained)
+    logging.info("epoch %d averaged with the %d before it: dev loss %.4f, dev WER (greedy) %.2f%%",
+                 stats.epoch, avg - 1, stats.judged_dev_loss, stats.judged_dev_wer)
+    if tb is not None:
+        tb.add_scalar("dev/wer_greedy_averaged", stats.judged_dev_wer, trainer.step)
 
 
 def _warn(msg: str, *args) -> None:
@@ -339,8 +436,8 @@ def train_epoch(trainer: Trainer, train_loader, dev_loader, epoch: int, tb: Opti
     return stats
 
 
-def write_history(exp_dir: Path, history: list[EpochStats]) -> None:
-    """``metrics.json`` and ``training-curve.png`` (loss and dev WER per epoch)."""
+def write_history(exp_dir: Path, history: list[EpochStats], selected: int) -> None:
+    """``metrics.json`` and ``training-curve.png`` (loss and dev WER per epoch, the selected epoch marked)."""
     with atomic_output(exp_dir / "metrics.json") as tmp:
         tmp.write_text(json.dumps([vars(h) for h in history], indent=2) + "\n")
     import matplotlib
@@ -348,15 +445,19 @@ def write_history(exp_dir: Path, history: list[EpochStats]) -> None:
     import matplotlib.pyplot as plt
 
     epochs = [h.epoch for h in history]
+    judged = [h for h in history if h.judged_dev_wer is not None]
     fig, (ax_loss, ax_wer) = plt.subplots(1, 2, figsize=(10, 4))
     ax_loss.plot(epochs, [h.train_loss for h in history], "o-", label="train")
     ax_loss.plot(epochs, [h.dev_loss for h in history], "s-", label="dev")
+    ax_loss.plot([h.epoch for h in judged], [h.judged_dev_loss for h in judged], "^-", label="dev, averaged")
     ax_loss.set(xlabel="epoch", ylabel="CTC loss per frame", title="Loss")
-    ax_loss.legend()
-    ax_wer.plot(epochs, [h.dev_wer for h in history], "s-", color="C1")
+    ax_wer.plot(epochs, [h.dev_wer for h in history], "s-", label="epoch's weights")
+    ax_wer.plot([h.epoch for h in judged], [h.judged_dev_wer for h in judged], "^-", label="averaged (judged)")
+    ax_wer.axvline(selected, color="grey", linestyle=":", label=f"selected: epoch {selected}")
     ax_wer.set(xlabel="epoch", ylabel="WER (%)", title="Dev WER (greedy CTC)")
     for ax in (ax_loss, ax_wer):
         ax.grid(alpha=0.3)
+        ax.legend()
     fig.tight_layout()
     with atomic_output(exp_dir / "training-curve.png") as tmp:
         fig.savefig(tmp, format="png", dpi=100)

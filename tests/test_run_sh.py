@@ -40,6 +40,10 @@ def test_missing_input_names_file_and_stage(tmp_path):
     assert "synth_supervisions_train.jsonl.gz is missing; stage 0 makes it" in result.stdout
     result = run_recipe(tmp_path, "--stage", "2", "--stop-stage", "2")
     assert "synth_recordings_train.jsonl.gz is missing; stage 0 makes it" in result.stdout
+    # Stages 4-7 take the epoch that stage 3 selected, and say so when there is none.
+    result = run_recipe(tmp_path, "--stage", "4", "--stop-stage", "4")
+    assert result.returncode != 0
+    assert "exp/ctc_tdnn/selected.json is missing; stage 3 makes it" in result.stdout
 
 
 def _mtimes(root):

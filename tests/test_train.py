@@ -1,5 +1,6 @@
 """Stage 3: the k2 CTC loss, training steps, checkpoints and exact resume."""
 
+import json
 import shutil
 
 import pytest
@@ -12,7 +13,7 @@ from rlhf.ctc import CtcGraphCompiler, ctc_loss, greedy_search
 from rlhf.data import batch_inputs, load_cuts, make_dataloader
 from rlhf.lang.tokenizer import Tokenizer
 from rlhf.model import CtcModel, ModelConfig
-from rlhf.train import TrainConfig, Trainer, train
+from rlhf.train import EpochStats, TrainConfig, Trainer, select_epoch, train
 
 TINY_MODEL = dict(hidden_dim=32, num_layers=2, subsampling_channels=8)
 
@@ -149,3 +150,50 @@ def test_resume_with_other_training_options_names_them(tiny_recipe, tmp_path):
     config = TrainConfig(**{**saved["train_config"], "lr": 0.5, "num_epochs": 3})
     with pytest.raises(ValueError, match=r"--lr: checkpoint has .*, options say 0.5"):
         train(lang, fbank, exp, "synth", model_config, config, start_epoch=2, device_name="cpu")
+
+
+def _judged(epoch: int, wer: float, loss: float) -> EpochStats:
+    return EpochStats(epoch=epoch, train_loss=1.0, dev_loss=loss, dev_wer=wer, seconds=1.0, num_batches=1,
+                      num_skipped=0, lr=1e-3, judged_dev_loss=loss, judged_dev_wer=wer)
+
+
+def test_convergence_rule_waits_out_the_plateau_and_selects_the_lowest_wer():
+    # On the CTC plateau the WER does not fall but the loss does: that is progress.
+    plateau = [_judged(1, 99.0, 0.9), _judged(2, 99.5, 0.8), _judged(3, 99.2, 0.7), _judged(4, 99.8, 0.6)]
+    assert not select_epoch(plateau, patience=2).converged
+    history = plateau + [_judged(5, 20.0, 0.30), _judged(6, 15.0, 0.35), _judged(7, 15.0, 0.32),
+                         _judged(8, 16.0, 0.31)]
+    selection = select_epoch(history, patience=2)
+    assert selection.converged and selection.last_progress == 6
+    assert selection.epoch == 7  # the WER ties with epoch 6; the loss is lower
+    assert not select_epoch(history, patience=3).converged
+    assert not select_epoch(history, patience=0).converged
+    # Epochs before --avg are not judged: nothing to select yet.
+    unjudged = EpochStats(epoch=1, train_loss=1.0, dev_loss=0.5, dev_wer=50.0, seconds=1.0, num_batches=1,
+                          num_skipped=0, lr=1e-3)
+    assert select_epoch([unjudged], patience=1).epoch is None
+
+
+def test_patience_stops_training_and_selected_epoch_is_judged_as_decoded(tiny_recipe, tmp_path):
+    lang, fbank = tiny_recipe.data_dir / "lang_bpe_50", tiny_recipe.data_dir / "fbank"
+    model_config = ModelConfig(vocab_size=50, **TINY_MODEL)
+    # lr 0: the weights never change, so no epoch after the first judged one makes progress.
+    frozen = tmp_path / "frozen"
+    train(lang, fbank, frozen, "synth", model_config,
+          TrainConfig(num_epochs=5, patience=1, avg=2, lr=0.0, max_duration=20), device_name="cpu")
+    assert checkpoint_path(frozen, 3).is_file() and not checkpoint_path(frozen, 4).exists()
+    selected = json.loads((frozen / "selected.json").read_text())
+    assert selected["epoch"] == 2 and selected["converged"] and selected["epochs_trained"] == 3
+
+    # A learning run: the judged dev loss of epoch 2 is that of the model that --epoch 2 --avg 2 decodes.
+    exp = tmp_path / "exp"
+    train(lang, fbank, exp, "synth", model_config,
+          TrainConfig(num_epochs=2, avg=2, max_duration=20, warmup_steps=5, lr=3e-3), device_name="cpu")
+    history = json.loads((exp / "metrics.json").read_text())
+    assert history[0]["judged_dev_wer"] is None
+    averaged = average_checkpoints(exp, epoch=2, avg=2)
+    trainer = Trainer(averaged, Tokenizer(lang), TrainConfig(), torch.device("cpu"))
+    dev = make_dataloader(load_cuts(fbank / "synth_cuts_dev.jsonl.gz"), max_duration=20, shuffle=False)
+    assert trainer.evaluate(dev) == (history[1]["judged_dev_loss"], history[1]["judged_dev_wer"])
+    assert history[1]["judged_dev_loss"] != history[1]["dev_loss"]
+    assert json.loads((exp / "selected.json").read_text())["epoch"] == 2

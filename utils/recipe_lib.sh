@@ -40,6 +40,13 @@ require() {
   fi
 }
 
+# selected_epoch MODEL_DIR: the epoch that stage 3 selected (MODEL_DIR/selected.json, written when
+# training completes and removed when it starts), for the --epoch of stages 4-7.
+selected_epoch() {
+  require "$1/selected.json" 3
+  python -c 'import json, sys; print(json.load(open(sys.argv[1]))["epoch"])' "$1/selected.json"
+}
+
 # append_results TABLE FILE: append a results table (which the step has printed) to FILE (unless
 # FILE is empty), with the date, the commit and the command that made it. A table is appended
 # once: re-running a complete stage does not repeat it.

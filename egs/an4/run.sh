@@ -20,7 +20,8 @@ bpe_vocab_size=30             # sentencepiece vocabulary size (30: near-characte
 lm_order=3                    # word n-gram order, estimated from the training transcripts
 speed_perturb=true            # stage 2: add 0.9x and 1.1x speed copies of the training utterances
 model_name=ctc_tdnn           # the model's directory: <exp_dir>/<model_name>
-num_epochs=30                 # training epochs (dev WER was still falling at 30: RESULTS.md, egs/an4)
+num_epochs=30                 # most training epochs (stage 3)
+patience=5                    # stop when the dev WER and loss made no new best for N epochs (0: never)
 start_epoch=1                 # resume training from <exp_dir>/<model_name>/epoch-(N-1).pt
 max_duration=120              # seconds of audio per training batch
 lr=0.002                      # peak Adam learning rate
@@ -31,7 +32,8 @@ num_layers=8                  # encoder blocks
 dropout=0.1                   # dropout in every encoder block
 train_seed=42                 # model initialization, batch order and dropout
 device=auto                   # auto (GPU when there is one), cpu, cuda:0, ...
-avg=5                         # decode the last epoch averaged with the K-1 before it
+avg=5                         # judge (stage 3) and decode an epoch averaged with the K-1 before it
+epoch=                        # stages 4-7 use this epoch (default: the one stage 3 selected, selected.json)
 search_beam=20                # lattice search beam
 output_beam=8                 # lattice output beam
 max_active_states=10000       # most active states per frame in the lattice search
@@ -92,27 +94,32 @@ if run_stage 3; then
   require "$fbank_dir/an4_cuts_train.jsonl.gz" 2
   require "$lang_dir/tokens.txt" 1
   "$root/steps/train_ctc.sh" "${dist_opts[@]}" --corpus an4 --dev-split dev --num-epochs "$num_epochs" \
+    --patience "$patience" --avg "$avg" \
     --start-epoch "$start_epoch" --max-duration "$max_duration" --lr "$lr" --warmup-steps "$warmup_steps" \
     --encoder "$encoder" --hidden-dim "$hidden_dim" --num-layers "$num_layers" --dropout "$dropout" \
     --seed "$train_seed" --device "$device" --force "$force" "$lang_dir" "$fbank_dir" "$model_dir"
 fi
 
+# Stages 4-7 use the epoch that stage 3 selected (its convergence rule), unless --epoch names one.
+if [ -z "$epoch" ] && { run_stage 4 || run_stage 5 || run_stage 7; }; then
+  epoch=$(selected_epoch "$model_dir")
+fi
+
 if run_stage 4; then
   log "Stage 4: compile HLG, decode and score dev and test, make the model directory self-contained"
-  require "$model_dir/epoch-$num_epochs.pt" 3
   require "$lm_dir/G_${lm_order}_gram.fst.txt" 1
   "$root/steps/compile_hlg.sh" --force "$force" --log-dir "$log_dir" "$lang_dir" "$lm_dir/G_${lm_order}_gram.fst.txt"
-  "$root/steps/decode.sh" --corpus an4 --splits "dev test" --epoch "$num_epochs" --avg "$avg" \
+  "$root/steps/decode.sh" --corpus an4 --splits "dev test" --epoch "$epoch" --avg "$avg" \
     --search-beam "$search_beam" --output-beam "$output_beam" --max-active-states "$max_active_states" \
     --lm-scale "$lm_scale" --device "$device" "$lang_dir" "$fbank_dir" "$model_dir"
   "$root/steps/bundle_model.sh" --corpus an4 --log-dir "$log_dir" "$lang_dir" "$fbank_dir" "$model_dir"
-  append_results "$model_dir/results-epoch-$num_epochs-avg-$avg.md" "$results_file"
+  append_results "$model_dir/results-epoch-$epoch-avg-$avg.md" "$results_file"
 fi
 
 if run_stage 5; then
   log "Stage 5: decode train and dev into k2 lattices for sequence training"
   require "$lang_dir/HLG.pt" 4
-  "$root/steps/make_lattices.sh" "${dist_opts[@]}" --corpus an4 --splits "train dev" --epoch "$num_epochs" --avg "$avg" \
+  "$root/steps/make_lattices.sh" "${dist_opts[@]}" --corpus an4 --splits "train dev" --epoch "$epoch" --avg "$avg" \
     --search-beam "$search_beam" --output-beam "$lattice_output_beam" --max-active-states "$max_active_states" \
     --lm-scale "$lm_scale" --device "$device" --force "$force" "$lang_dir" "$fbank_dir" "$model_dir"
 fi
@@ -128,7 +135,7 @@ if run_stage 7; then
   log "Stage 7: fine-tune with the RL objective ($reward advantages) and Hessian-free; decode like stage 4"
   require "$model_dir/lattices/train/q-$reward" 6
   finetune_dir=$model_dir/finetune/rl-hf-$reward
-  "$root/steps/finetune.sh" "${dist_opts[@]}" --corpus an4 --epoch "$num_epochs" --avg "$avg" --reward "$reward" \
+  "$root/steps/finetune.sh" "${dist_opts[@]}" --corpus an4 --epoch "$epoch" --avg "$avg" --reward "$reward" \
     --max-iters "$hf_iters" --time-budget "$hf_time_budget" --dev-split dev --decode-splits "dev test" \
     --search-beam "$search_beam" --output-beam "$output_beam" --max-active-states "$max_active_states" \
     --lm-scale "$lm_scale" --device "$device" --force "$force" --out-dir "$finetune_dir" \

@@ -24,7 +24,8 @@ lm=estimate                   # word 3-gram for HLG: estimate (from the training
 lm_order=3                    # word n-gram order
 speed_perturb=true            # stage 2: add 0.9x and 1.1x speed copies of the training utterances
 model_name=conformer_ctc      # the model's directory: <exp_dir>/<model_name>
-num_epochs=30                 # training epochs
+num_epochs=30                 # most training epochs (stage 3)
+patience=5                    # stop when the dev WER and loss made no new best for N epochs (0: never)
 start_epoch=1                 # resume training from <exp_dir>/<model_name>/epoch-(N-1).pt
 max_duration=600              # seconds of audio per training batch
 lr=0.002                      # peak Adam learning rate
@@ -37,7 +38,8 @@ ffn_dim=2048                  # conformer feed-forward size
 conv_kernel_size=31           # conformer depthwise convolution kernel
 train_seed=42                 # model initialization, batch order and dropout
 device=auto                   # auto (GPU when there is one), cpu, cuda:0, ...
-avg=5                         # decode the last epoch averaged with the K-1 before it
+avg=5                         # judge (stage 3) and decode an epoch averaged with the K-1 before it
+epoch=                        # stages 4-7 use this epoch (default: the one stage 3 selected, selected.json)
 search_beam=20                # lattice search beam (stage 4)
 output_beam=8                 # lattice output beam
 max_active_states=10000       # most active states per frame in the lattice search
@@ -110,28 +112,33 @@ if run_stage 3; then
   require "$fbank_dir/librispeech_cuts_train.jsonl.gz" 2
   require "$lang_dir/tokens.txt" 1
   "$root/steps/train_ctc.sh" "${dist_opts[@]}" --corpus librispeech --dev-split "$dev_part" --num-epochs "$num_epochs" \
+    --patience "$patience" --avg "$avg" \
     --start-epoch "$start_epoch" --max-duration "$max_duration" --lr "$lr" --warmup-steps "$warmup_steps" \
     --encoder "$encoder" --hidden-dim "$hidden_dim" --num-layers "$num_layers" --num-heads "$num_heads" \
     --ffn-dim "$ffn_dim" --conv-kernel-size "$conv_kernel_size" --seed "$train_seed" --device "$device" \
     --force "$force" "$lang_dir" "$fbank_dir" "$model_dir"
 fi
 
+# Stages 4-7 use the epoch that stage 3 selected (its convergence rule), unless --epoch names one.
+if [ -z "$epoch" ] && { run_stage 4 || run_stage 5 || run_stage 7; }; then
+  epoch=$(selected_epoch "$model_dir")
+fi
+
 if run_stage 4; then
   log "Stage 4: compile HLG, decode and score the held-out parts, bundle the model directory"
-  require "$model_dir/epoch-$num_epochs.pt" 3
   require "$lm_dir/G_${lm_order}_gram.fst.txt" 1
   "$root/steps/compile_hlg.sh" --force "$force" --log-dir "$log_dir" "$lang_dir" "$lm_dir/G_${lm_order}_gram.fst.txt"
-  "$root/steps/decode.sh" --corpus librispeech --splits "$heldout" --epoch "$num_epochs" --avg "$avg" \
+  "$root/steps/decode.sh" --corpus librispeech --splits "$heldout" --epoch "$epoch" --avg "$avg" \
     --search-beam "$search_beam" --output-beam "$output_beam" --max-active-states "$max_active_states" \
     --lm-scale "$lm_scale" --device "$device" "$lang_dir" "$fbank_dir" "$model_dir"
   "$root/steps/bundle_model.sh" --corpus librispeech --log-dir "$log_dir" "$lang_dir" "$fbank_dir" "$model_dir"
-  append_results "$model_dir/results-epoch-$num_epochs-avg-$avg.md" "$results_file"
+  append_results "$model_dir/results-epoch-$epoch-avg-$avg.md" "$results_file"
 fi
 
 if run_stage 5; then
   log "Stage 5: decode train $dev_part into k2 lattices for sequence training"
   require "$lang_dir/HLG.pt" 4
-  "$root/steps/make_lattices.sh" "${dist_opts[@]}" --corpus librispeech --splits "train $dev_part" --epoch "$num_epochs" --avg "$avg" \
+  "$root/steps/make_lattices.sh" "${dist_opts[@]}" --corpus librispeech --splits "train $dev_part" --epoch "$epoch" --avg "$avg" \
     --output-beam "$lattice_output_beam" --lm-scale "$lm_scale" --device "$device" --force "$force" \
     "$lang_dir" "$fbank_dir" "$model_dir"
 fi
@@ -147,7 +154,7 @@ if run_stage 7; then
   log "Stage 7: fine-tune with the RL objective ($reward advantages) and Hessian-free; decode like stage 4"
   require "$model_dir/lattices/train/q-$reward" 6
   finetune_dir=$model_dir/finetune/rl-hf-$reward
-  "$root/steps/finetune.sh" "${dist_opts[@]}" --corpus librispeech --epoch "$num_epochs" --avg "$avg" --reward "$reward" \
+  "$root/steps/finetune.sh" "${dist_opts[@]}" --corpus librispeech --epoch "$epoch" --avg "$avg" --reward "$reward" \
     --max-iters "$hf_iters" --time-budget "$hf_time_budget" --dev-split "$dev_part" --decode-splits "$heldout" \
     --search-beam "$search_beam" --output-beam "$output_beam" \
     --max-active-states "$max_active_states" --lm-scale "$lm_scale" --device "$device" --force "$force" \

@@ -17,7 +17,8 @@ data_dir=data                 # manifests, lang, LM and features go here
 exp_dir=exp                   # models and decoding results go here
 lm_order=1                    # word n-gram order (yes and no come in random order)
 num_mel_bins=23               # fbank bins (8 kHz audio)
-num_epochs=80                 # training epochs
+num_epochs=80                 # most training epochs (stage 3)
+patience=0                    # 0: no early stop, and stage 3 selects the last epoch (the only held-out set is test)
 max_duration=15               # seconds of audio per training batch
 lr=0.003                      # peak Adam learning rate
 warmup_steps=200              # learning-rate warm-up (steps; 18 per epoch)
@@ -25,7 +26,8 @@ hidden_dim=32                 # TDNN width
 num_layers=2                  # TDNN blocks
 train_seed=42                 # model initialization, batch order and dropout
 device=auto                   # auto, cpu, cuda:0, ...
-avg=10                        # decode the last epoch averaged with the K-1 before it
+avg=10                        # judge (stage 3) and decode an epoch averaged with the K-1 before it
+epoch=                        # stages 4-7 use this epoch (default: the one stage 3 selected, selected.json)
 lm_scale=1.0                  # weight of the HLG graph (unigram LM) scores; yesno's results were measured with 1.0
 lattice_output_beam=8         # stage 5: lattice output beam (lattice size)
 reward=frame                  # stage 6: frame (agreement with the forced alignment) or edit (minus errors)
@@ -77,25 +79,30 @@ if run_stage 3; then
   log "Stage 3: train the CTC model (per-epoch WER on test: yesno has no dev set)"
   require "$fbank_dir/yesno_cuts_train.jsonl.gz" 2
   "$root/steps/train_ctc.sh" "${dist_opts[@]}" --corpus yesno --dev-split test --num-features "$num_mel_bins" \
-    --num-epochs "$num_epochs" --max-duration "$max_duration" --lr "$lr" --warmup-steps "$warmup_steps" \
+    --num-epochs "$num_epochs" --patience "$patience" --avg "$avg" --select last \
+    --max-duration "$max_duration" --lr "$lr" --warmup-steps "$warmup_steps" \
     --hidden-dim "$hidden_dim" --num-layers "$num_layers" --seed "$train_seed" --log-interval 10 \
     --device "$device" --force "$force" "$lang_dir" "$fbank_dir" "$model_dir"
 fi
 
+# Stages 4-7 use the epoch that stage 3 selected (its convergence rule), unless --epoch names one.
+if [ -z "$epoch" ] && { run_stage 4 || run_stage 5 || run_stage 7; }; then
+  epoch=$(selected_epoch "$model_dir")
+fi
+
 if run_stage 4; then
   log "Stage 4: compile HLG, decode and score the test set"
-  require "$model_dir/epoch-$num_epochs.pt" 3
   "$root/steps/compile_hlg.sh" --force "$force" --log-dir "$log_dir" "$lang_dir" "$lm_dir/G_${lm_order}_gram.fst.txt"
-  "$root/steps/decode.sh" --corpus yesno --splits test --epoch "$num_epochs" --avg "$avg" --lm-scale "$lm_scale" \
+  "$root/steps/decode.sh" --corpus yesno --splits test --epoch "$epoch" --avg "$avg" --lm-scale "$lm_scale" \
     --device "$device" "$lang_dir" "$fbank_dir" "$model_dir"
   "$root/steps/bundle_model.sh" --corpus yesno --log-dir "$log_dir" "$lang_dir" "$fbank_dir" "$model_dir"
-  append_results "$model_dir/results-epoch-$num_epochs-avg-$avg.md" "$results_file"
+  append_results "$model_dir/results-epoch-$epoch-avg-$avg.md" "$results_file"
 fi
 
 if run_stage 5; then
   log "Stage 5: decode train test into k2 lattices for sequence training"
   require "$lang_dir/HLG.pt" 4
-  "$root/steps/make_lattices.sh" "${dist_opts[@]}" --corpus yesno --splits "train test" --epoch "$num_epochs" --avg "$avg" \
+  "$root/steps/make_lattices.sh" "${dist_opts[@]}" --corpus yesno --splits "train test" --epoch "$epoch" --avg "$avg" \
     --output-beam "$lattice_output_beam" --lm-scale "$lm_scale" --device "$device" --force "$force" \
     "$lang_dir" "$fbank_dir" "$model_dir"
 fi
@@ -112,7 +119,7 @@ if run_stage 7; then
   require "$model_dir/lattices/train/q-$reward" 6
   finetune_dir=$model_dir/finetune/rl-hf-$reward
   # yesno has no dev set: the test set picks the best iteration, as it picks the baseline's settings
-  "$root/steps/finetune.sh" "${dist_opts[@]}" --corpus yesno --epoch "$num_epochs" --avg "$avg" --reward "$reward" \
+  "$root/steps/finetune.sh" "${dist_opts[@]}" --corpus yesno --epoch "$epoch" --avg "$avg" --reward "$reward" \
     --max-iters "$hf_iters" --dev-split test --decode-splits test --lm-scale "$lm_scale" --device "$device" \
     --force "$force" --out-dir "$finetune_dir" "$lang_dir" "$fbank_dir" "$model_dir"
   append_results "$finetune_dir/comparison.md" "$results_file"

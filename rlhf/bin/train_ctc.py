@@ -3,6 +3,10 @@
 Writes to ``<exp_dir>``: ``epoch-N.pt`` after every epoch (model, optimizer, scheduler,
 history), ``tensorboard/`` event files, ``log/``, ``metrics.json`` and ``training-curve.png``;
 first ``lang/`` and ``features.json`` (rlhf/bundle.py), so the directory decodes on its own.
+After every epoch the model that decoding will use (the epoch averaged with the ``--avg``-1
+before it) is judged on the dev split; with ``--patience K`` training stops when neither its
+dev WER nor its dev loss has reached a new best for K epochs (the convergence rule). At the
+end ``selected.json`` names the epoch with the lowest judged dev WER, which stages 4-7 use.
 ``--start-epoch N`` resumes from ``epoch-(N-1).pt`` and gives exactly the model an
 uninterrupted run gives: batches, dropout masks and learning rates depend only on the seed
 and the epoch.
