@@ -1,4 +1,8 @@
-"""Command-line conventions shared by every program in rlhf/bin."""
+"""Command-line conventions shared by every program in rlhf/bin.
+
+Imports torch (through rlhf.distributed) only in the functions that need it, so that a program
+without torch (stage 0's synthesizer, whose worker processes re-import it) starts light.
+"""
 
 import argparse
 import logging
@@ -6,7 +10,6 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
-from rlhf import distributed
 
 
 def str2bool(value: str) -> bool:
@@ -102,6 +105,8 @@ USER_ERRORS = (FileNotFoundError, FileExistsError, ValueError)
 
 def add_distributed_options(parser: argparse.ArgumentParser) -> None:
     """``--dist-timeout``: how long a collective waits for the other ranks (launch: utils/launch.sh)."""
+    from rlhf import distributed
+
     parser.add_argument("--dist-timeout", type=float, default=distributed.DEFAULT_TIMEOUT,
                         help="seconds a rank waits for the others in a collective before the job fails "
                              "(several processes only: utils/launch.sh --world-size N)")
@@ -116,6 +121,7 @@ def run_step(step: Callable[[], None], dist_timeout: Optional[float] = None, dev
     """
     try:
         if dist_timeout is not None:
+            from rlhf import distributed
             distributed.init(dist_timeout, device_name)
         step()
         if dist_timeout is not None:
