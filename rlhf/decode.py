@@ -21,7 +21,8 @@ from rlhf.graphs import ctc_topo_graph, load_graph, read_symbols
 from rlhf.lang.tokenizer import Tokenizer
 from rlhf.manifests import manifest_path
 from rlhf.model import CtcModel, pick_device
-from rlhf.scoring import Utterance, compute_wer, oracle_hypothesis, write_errs, write_recogs, write_wer_summary
+from rlhf.scoring import (Utterance, WerStats, compute_wer, oracle_hypothesis, write_errs, write_recogs,
+                           write_wer_summary)
 from rlhf.stage import StageMarker, atomic_output
 
 METHODS = ("ctc-greedy", "ctc-1best", "hlg-1best")
@@ -330,3 +331,35 @@ def decode(lang_dir: Path, fbank_dir: Path, exp_dir: Path, corpus: str, splits: 
         tmp.write_text(results_table(rows, splits, suffix))
     marker.write()
     return table_path
+
+
+def sweep_lm_scales(lang_dir: Path, fbank_dir: Path, exp_dir: Path, corpus: str, split: str, epoch: int, avg: int,
+                    lm_scales: Sequence[float], config: LatticeConfig, max_duration: float,
+                    device_name: str = "auto") -> dict[float, WerStats]:
+    """HLG 1-best WER of one split at each LM scale (the network runs once; each scale is its own
+    lattice search, since the scale also decides what the beams prune). For choosing --lm-scale
+    on dev, as Kaldi's scoring scripts sweep the LM weight."""
+    device = pick_device(device_name)
+    tokenizer = Tokenizer(lang_dir)
+    model = average_checkpoints(exp_dir, epoch, avg).to(device).eval()
+    tokenizer.check_model_outputs(model.config.vocab_size)
+    hlg, word_table = load_graph(lang_dir / "HLG.pt", device), read_symbols(lang_dir / "words.txt")
+    id_to_word = {i: w for w, i in word_table.items()}
+    outputs = []
+    with torch.no_grad():
+        for batch in make_dataloader(load_cuts(manifest_path(fbank_dir, corpus, "cuts", split)), max_duration,
+                                     shuffle=False):
+            features, num_frames, texts, cut_ids = batch_inputs(batch, device)
+            outputs.append((*model(features, num_frames), texts, cut_ids))
+    stats = {}
+    for scale in distributed.progress_bar(lm_scales, desc="LM scales", unit="scale"):
+        graph = search_graph(tokenizer, device, hlg, scale)
+        utts = []
+        for log_probs, lengths, texts, cut_ids in outputs:
+            lattice, order = get_lattice(graph, log_probs, lengths, config)
+            hyps = get_texts(k2.shortest_path(lattice, use_double_scores=True))
+            utts += [Utterance(cut_ids[u], texts[u].split(), [id_to_word[w] for w in hyps[i]])
+                     for i, u in enumerate(order.tolist())]
+        stats[scale] = compute_wer(utts)
+        logging.info("%s, LM scale %g: %s", split, scale, stats[scale].summary_line())
+    return stats

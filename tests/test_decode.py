@@ -1,10 +1,12 @@
 """Stage 4: lattices, their posteriors, empty lattices, and the recipe's decoding outputs."""
 
+import json
+
 import k2
 import torch
 
 from batches import WORDS, make_batch, make_word_lang
-from rlhf.decode import Decoder, LatticeConfig, MethodResult, get_lattice, get_texts, nbest_lists
+from rlhf.decode import Decoder, LatticeConfig, MethodResult, get_lattice, get_texts, nbest_lists, sweep_lm_scales
 from rlhf.graphs import ctc_topo_graph
 from rlhf.lang.tokenizer import Tokenizer
 from rlhf.model import CtcModel, ModelConfig
@@ -78,3 +80,13 @@ def test_recipe_writes_kaldi_style_outputs(tiny_recipe):
     assert table in (tiny_recipe.workdir / "RESULTS.md").read_text()
     assert "| hlg-1best |" in tiny_recipe.output  # run.sh prints the table
     assert (model_dir / "training-curve.png").is_file()
+
+
+def test_lm_scale_sweep_reproduces_stage_4_at_its_scale(tiny_recipe):
+    """The sweep that chooses --lm-scale on dev decodes exactly as stage 4 does."""
+    data, model_dir = tiny_recipe.data_dir, tiny_recipe.model_dir
+    stats = sweep_lm_scales(data / "lang_bpe_50", data / "fbank", model_dir, "synth", "dev", 2, 2, [0.5, 2.0],
+                            LatticeConfig(max_active_states=1000), max_duration=200.0, device_name="cpu")
+    stage4 = json.loads((model_dir / "results-epoch-2-avg-2.json").read_text())["rows"]["hlg-1best"]["dev"]
+    assert stats[0.5].summary_line() == stage4["summary"]
+    assert set(stats) == {0.5, 2.0}

@@ -1,0 +1,57 @@
+"""Choose the LM scale of HLG decoding on a held-out split (steps/tune_lm_scale.sh).
+
+Decodes ``--split`` (dev: never the test set) with HLG 1-best at every scale of
+``--lm-scales`` and writes ``<exp_dir>/lm-scale-<split>-epoch-N-avg-K.md``: the WER per
+scale, the lowest marked. The network runs once; every scale is its own lattice search,
+because the scale also decides what the beams prune. Pass the chosen value to the recipe
+as ``--lm-scale``.
+"""
+
+import argparse
+from typing import Optional
+
+from rlhf.cli import (HelpFormatter, add_dataclass_options, add_inference_options, add_model_dirs, add_stage_options,
+                      dataclass_from_args, run_step)
+from rlhf.decode import LatticeConfig, sweep_lm_scales
+from rlhf.log import setup_logging
+from rlhf.stage import atomic_output
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    add_model_dirs(p)
+    p.add_argument("--split", default="dev", help="the held-out split to choose on (not the test set)")
+    p.add_argument("--lm-scales", default="0.3 0.4 0.5 0.6 0.7 0.8 0.9 1.0 1.2",
+                   help="the LM scales to try, space-separated")
+    add_inference_options(p)
+    add_dataclass_options(p, LatticeConfig(), names=["search_beam", "output_beam", "max_active_states"])
+    add_stage_options(p, "<exp_dir>/log")
+    args = p.parse_args(argv)
+    setup_logging(args.log_dir or args.exp_dir / "log", "tune_lm_scale")
+
+    def step() -> None:
+        try:
+            scales = [float(s) for s in args.lm_scales.split()]
+        except ValueError:
+            raise ValueError(f"--lm-scales takes numbers separated by spaces, got {args.lm_scales!r}")
+        if not scales or min(scales) <= 0:
+            raise ValueError(f"--lm-scales needs positive numbers, got {args.lm_scales!r}")
+        config = dataclass_from_args(LatticeConfig, args, names=["search_beam", "output_beam", "max_active_states"])
+        stats = sweep_lm_scales(args.lang_dir, args.fbank_dir, args.exp_dir, args.corpus, args.split, args.epoch,
+                                args.avg, scales, config, args.max_duration, args.device)
+        best = min(stats, key=lambda s: (stats[s].wer, abs(s - LatticeConfig().lm_scale)))
+        lines = [f"HLG 1-best WER on {args.split} per LM scale (epoch {args.epoch}, avg {args.avg}; "
+                 f"search beam {config.search_beam}, output beam {config.output_beam}).", "",
+                 "| LM scale | WER | errors |", "|---|---|---|"]
+        lines += [f"| {s:g}{' (lowest)' if s == best else ''} | {st.wer:.2f} | `{st.summary_line()}` |"
+                  for s, st in stats.items()]
+        table = "\n".join(lines) + "\n"
+        with atomic_output(args.exp_dir / f"lm-scale-{args.split}-epoch-{args.epoch}-avg-{args.avg}.md") as tmp:
+            tmp.write_text(table)
+        print(table)
+
+    run_step(step)
+
+
+if __name__ == "__main__":
+    main()
