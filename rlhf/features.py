@@ -14,7 +14,7 @@ from lhotse import CutSet, Fbank, FbankConfig, LilcomChunkyWriter, load_manifest
 from lhotse.features.base import compute_num_frames
 from tqdm import tqdm
 
-from rlhf.manifests import manifest_path
+from rlhf.manifests import check_disjoint_splits, manifest_path
 from rlhf.model import MIN_INPUT_FRAMES
 from rlhf.stage import StageMarker, atomic_output
 
@@ -112,6 +112,9 @@ def compute_fbank(manifest_dir: Path, fbank_dir: Path, corpus: str, splits: Sequ
     marker = StageMarker(fbank_dir, "compute_fbank", options, inputs)
     if marker.skip_if_complete(force):
         return
+    check_disjoint_splits({split: load_manifest_lazy(manifest_paths(manifest_dir, corpus, split)[1]).ids
+                           for split in dict.fromkeys(splits)}, f"{manifest_dir}/{corpus}_supervisions_<split>",
+                          TRAIN_SPLIT)
     fbank_dir.mkdir(parents=True, exist_ok=True)
     for split in splits:
         compute_fbank_split(manifest_dir, fbank_dir, corpus, split, num_jobs, num_mel_bins,

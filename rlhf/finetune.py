@@ -312,6 +312,7 @@ def finetune(lang_dir: Path, fbank_dir: Path, exp_dir: Path, corpus: str, epoch:
              force: bool = False, dev_split: str = "dev") -> Path:
     """Stage 7 for one method; returns its output directory (best.pt, progress.json)."""
     config.check()
+    lattice_config.check()
     out_dir = Path(out_dir or exp_dir / "finetune" / config.name)
     lattice_dir = exp_dir / "lattices"
     train_cuts = manifest_path(fbank_dir, corpus, "cuts", "train")

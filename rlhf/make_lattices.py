@@ -187,6 +187,7 @@ def make_lattices(lang_dir: Path, fbank_dir: Path, exp_dir: Path, corpus: str, s
     statistics and the completion marker.
     """
     ctx = distributed.context()
+    config.check()
     lattice_dir = exp_dir / "lattices"
     cut_paths = [manifest_path(fbank_dir, corpus, "cuts", split) for split in splits]
     lang_files = [lang_dir / "tokens.txt"] + ([lang_dir / "HLG.pt", lang_dir / "words.txt"] if graph_kind == "hlg"

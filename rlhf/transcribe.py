@@ -78,6 +78,7 @@ class Transcriber:
 
     def __init__(self, model: CtcModel, lang_dir: Path, features: FeatureConfig, method: str,
                  lattice_config: LatticeConfig, device: torch.device):
+        lattice_config.check()
         if features.type != Fbank.name:
             raise ValueError(f"the model was trained on {features.type!r} features; this command computes "
                              f"{Fbank.name!r} only")

@@ -78,3 +78,20 @@ def test_recipe_writes_kaldi_style_outputs(tiny_recipe):
     assert table in (tiny_recipe.workdir / "RESULTS.md").read_text()
     assert "| hlg-1best |" in tiny_recipe.output  # run.sh prints the table
     assert (model_dir / "training-curve.png").is_file()
+
+
+def test_negative_lm_scale_is_refused_in_one_line(tmp_path):
+    import subprocess
+
+    import pytest
+
+    from conftest import REPO
+    from rlhf.decode import decode
+    with pytest.raises(ValueError, match="--lm-scale must be a finite number >= 0.*got -1"):
+        decode(tmp_path, tmp_path, tmp_path, "synth", ["dev"], 1, 1, ["hlg-1best"], LatticeConfig(lm_scale=-1.0), 10.0)
+    for step in ("decode", "make_lattices"):
+        result = subprocess.run([str(REPO / "steps" / f"{step}.sh"), "--epoch", "1", "--lm-scale", "-1", str(tmp_path),
+                                 str(tmp_path), str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True)
+        assert result.returncode == 1 and "--lm-scale must be a finite number >= 0" in result.stdout, result.stdout
+        assert "Traceback" not in result.stdout

@@ -104,3 +104,11 @@ def test_min_input_frames_is_where_k2_ctc_stops_failing():
             assert int(lengths[1]) == 0
             with pytest.raises(AssertionError):  # what stage 3 died of, naming no utterance
                 dense_fsa_vec(log_probs, lengths)
+
+
+def test_splits_sharing_utterances_with_training_are_refused(tmp_path):
+    manifests = tmp_path / "manifests"
+    write_tone_manifests(manifests, tmp_path / "audio", "train", {"a": 300, "b": 300})
+    write_tone_manifests(manifests, tmp_path / "audio", "dev", {"b": 300, "c": 300})
+    with pytest.raises(ValueError, match="splits train and dev share 1 utterance id.*e.g. b"):
+        compute_fbank(manifests, tmp_path / "fbank", "t", ["train", "dev"], num_jobs=1)
