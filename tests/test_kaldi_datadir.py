@@ -1,4 +1,5 @@
-"""egs/kaldi_datadir stages 0-4 on synthesized Kaldi data directories (with and without ``segments``)."""
+"""egs/kaldi_datadir stages 0-4 on synthesized Kaldi data directories (with and without ``segments``), and the
+import's answer to each bad table (rlhf/kaldi_datadir.py)."""
 
 import subprocess
 from pathlib import Path
@@ -9,6 +10,7 @@ import soundfile as sf
 from lhotse import load_manifest
 
 from conftest import REPO, TINY_MODEL_OPTIONS, run_recipe
+from rlhf.kaldi_datadir import import_data_dirs
 from speech import utterances
 
 RECIPE = REPO / "egs" / "kaldi_datadir" / "run.sh"
@@ -130,9 +132,7 @@ def test_train_dir_is_required(tmp_path):
     assert "give --train-dir and at least one of --dev-dir and --test-dir" in result.stdout
 
 
-# Quick checks of the import itself (stage 0) on tiny data directories of synthetic audio.
-
-from rlhf.kaldi_datadir import import_data_dirs  # noqa: E402
+# Quick checks of the import itself (stage 0) on tiny data directories of noise.
 
 
 def tone_dir(d: Path, audio_dir: Path, n: int, prefix: str, seconds: float = 0.5, rate: int = 16000,
