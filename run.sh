@@ -98,7 +98,7 @@ fi
 
 if run_stage 1; then
   log "Stage 1: BPE lang dir and word n-gram LM"
-  require "$manifest_dir/synth_supervisions_train.jsonl.gz" 0
+  require "$manifest_dir/synth_supervisions_train.jsonl.gz" 0 "$manifest_dir/.prepare_manifests.done.json"
   "$here/steps/prepare_lang.sh" --vocab-size "$bpe_vocab_size" --force "$force" --log-dir "$log_dir" \
     "$manifest_dir/synth_supervisions_train.jsonl.gz" "$lang_dir"
   "$here/steps/train_lm.sh" --order "$lm_order" --force "$force" --log-dir "$log_dir" "$lang_dir" "$lm_dir"
@@ -108,7 +108,7 @@ fi
 if run_stage 2; then
   log "Stage 2: 80-dim fbank features and cut manifests"
   for split in train dev test; do
-    require "$manifest_dir/synth_recordings_$split.jsonl.gz" 0
+    require "$manifest_dir/synth_recordings_$split.jsonl.gz" 0 "$manifest_dir/.prepare_manifests.done.json"
   done
   "$here/steps/compute_fbank.sh" --corpus synth --nj "$nj" --speed-perturb "$speed_perturb" --force "$force" \
     --log-dir "$log_dir" "$manifest_dir" "$fbank_dir"
@@ -117,8 +117,8 @@ fi
 
 if run_stage 3; then
   log "Stage 3: train the baseline CTC model (k2 CTC loss)"
-  require "$fbank_dir/synth_cuts_train.jsonl.gz" 2
-  require "$lang_dir/tokens.txt" 1
+  require "$fbank_dir/synth_cuts_train.jsonl.gz" 2 "$fbank_dir/.compute_fbank.done.json"
+  require "$lang_dir/tokens.txt" 1 "$lang_dir/.prepare_lang.done.json"
   "$here/steps/train_ctc.sh" "${dist_opts[@]}" --num-epochs "$num_epochs" \
     --patience "$patience" --avg "$avg" --start-epoch "$start_epoch" \
     --max-duration "$max_duration" --lr "$lr" --encoder "$encoder" --hidden-dim "$hidden_dim" \
@@ -133,7 +133,8 @@ fi
 
 if run_stage 4; then
   log "Stage 4: compile HLG, decode dev and test, score"
-  require "$lm_dir/G_${lm_order}_gram.fst.txt" 1
+  require "$model_dir/epoch-$epoch.pt" 3 "$model_dir/.train.done.json"
+  require "$lm_dir/G_${lm_order}_gram.fst.txt" 1 "$lm_dir/.train_lm_${lm_order}gram.done.json"
   "$here/steps/compile_hlg.sh" --force "$force" --log-dir "$log_dir" "$lang_dir" "$lm_dir/G_${lm_order}_gram.fst.txt"
   "$here/steps/decode.sh" --epoch "$epoch" --avg "$avg" --search-beam "$search_beam" \
     --output-beam "$output_beam" --max-active-states "$max_active_states" --lm-scale "$lm_scale" \
@@ -145,7 +146,8 @@ fi
 
 if run_stage 5; then
   log "Stage 5: decode ${lattice_splits} into k2 lattices for sequence training"
-  require "$lang_dir/HLG.pt" 4
+  require "$model_dir/epoch-$epoch.pt" 3 "$model_dir/.train.done.json"
+  require "$lang_dir/HLG.pt" 4 "$lang_dir/.compile_hlg.done.json"
   "$here/steps/make_lattices.sh" "${dist_opts[@]}" --splits "$lattice_splits" --epoch "$epoch" --avg "$avg" \
     --search-beam "$search_beam" --output-beam "$lattice_output_beam" --shard-size "$lattice_shard_size" --max-active-states "$max_active_states" \
     --lm-scale "$lm_scale" --device "$device" --force "$force" "$lang_dir" "$fbank_dir" "$model_dir"
@@ -154,7 +156,7 @@ fi
 
 if run_stage 6; then
   log "Stage 6: Q-learning over the lattices ($reward reward)"
-  require "$model_dir/lattices/stats.json" 5
+  require "$model_dir/lattices/stats.json" 5 "$model_dir/lattices/.make-lattices.done.json"
   "$here/steps/qlearn.sh" "${dist_opts[@]}" --splits "$lattice_splits" --reward "$reward" --alpha "$alpha" --gamma "$gamma" \
     --temperature "$temperature" --force "$force" "$model_dir"
   append_results "$model_dir/qlearn-$reward.md" "$results_file"
@@ -163,7 +165,7 @@ fi
 
 if run_stage 7; then
   log "Stage 7: fine-tune the baseline with the RL objective ($reward advantages) and Hessian-free"
-  require "$model_dir/lattices/train/q-$reward" 6
+  require "$model_dir/lattices/train/q-$reward" 6 "$model_dir/lattices/.qlearn-$reward.done.json"
   finetune_dir=$model_dir/finetune/rl-hf-$reward
   "$here/steps/finetune.sh" "${dist_opts[@]}" --epoch "$epoch" --avg "$avg" --reward "$reward" --kappa "$kappa" \
     --ctc-weight "$ctc_weight" --trainable "$trainable" --max-iters "$hf_iters" --time-budget "$hf_time_budget" \

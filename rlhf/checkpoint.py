@@ -5,6 +5,9 @@ options fails with a message naming the options that differ, not a shape error.
 """
 
 import hashlib
+import logging
+import os
+import shutil
 from pathlib import Path
 from typing import Any, Optional
 
@@ -16,6 +19,42 @@ from rlhf.stage import atomic_output
 
 def checkpoint_path(exp_dir: Path, epoch: int) -> Path:
     return Path(exp_dir) / f"epoch-{epoch}.pt"
+
+
+# Where training moves the checkpoints of an earlier run that it would not overwrite (set_aside_checkpoints).
+EARLIER_RUN_DIR = "earlier-run"
+
+
+def checkpoint_epochs(exp_dir: Path) -> list[int]:
+    """The N of every ``epoch-N.pt`` in ``exp_dir``, in increasing order."""
+    stems = (p.stem.split("-", 1)[1] for p in Path(exp_dir).glob("epoch-*.pt"))
+    return sorted(int(s) for s in stems if s.isdigit())
+
+
+def set_aside_checkpoints(exp_dir: Path, first_epoch: int) -> list[Path]:
+    """Move ``epoch-N.pt`` for N >= ``first_epoch`` into ``exp_dir/earlier-run/`` (replacing what an
+    older run left there), and say so: a training run starting at ``first_epoch`` writes those
+    epochs itself, and one that stops before an earlier run's last epoch would otherwise leave that
+    run's later checkpoints to be picked as "the last epoch" (rlhf-transcribe) or averaged with the
+    new ones (``--avg``). Returns the moved files' new paths.
+    """
+    exp_dir = Path(exp_dir)
+    epochs = [e for e in checkpoint_epochs(exp_dir) if e >= first_epoch]
+    if not epochs:
+        return []
+    aside = exp_dir / EARLIER_RUN_DIR
+    if aside.exists():
+        shutil.rmtree(aside)
+    aside.mkdir()
+    moved = []
+    for e in epochs:
+        moved.append(aside / checkpoint_path(exp_dir, e).name)
+        os.replace(checkpoint_path(exp_dir, e), moved[-1])
+    logging.warning("%s held checkpoints of an earlier run (epoch-%s.pt); moved them to %s, so they are neither "
+                    "used nor averaged with this run's (delete that directory when you do not need them; "
+                    "to continue a run instead, use --start-epoch N)", exp_dir,
+                    f"{{{epochs[0]}..{epochs[-1]}}}" if len(epochs) > 1 else epochs[0], aside)
+    return moved
 
 
 def save_checkpoint(path: Path, model: CtcModel, **extra: Any) -> None:

@@ -4,6 +4,7 @@ n-best lists, oracle WER and the Kaldi-style result files; stage 7's dev WER (De
 
 import json
 import logging
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -50,6 +51,12 @@ class LatticeConfig:
     nbest_scale: float = field(default=0.5, metadata={
         "help": "factor on the lattice scores before the n-best paths are drawn (below 1: flatter, so more "
                 "distinct paths)"})
+
+    def check(self) -> None:
+        """Refuse values that would decode without a word of warning but make no sense."""
+        if not math.isfinite(self.lm_scale) or self.lm_scale < 0:
+            raise ValueError(f"--lm-scale must be a finite number >= 0 (the weight of the LM and lexicon scores; "
+                             f"{LM_SCALE} by default, 0 ignores them), got {self.lm_scale}")
 
 
 @dataclass
@@ -291,6 +298,7 @@ def decode(lang_dir: Path, fbank_dir: Path, exp_dir: Path, corpus: str, splits: 
     The model is ``--epoch``/``--avg`` of ``exp_dir``, or one ``checkpoint`` file (e.g. a
     fine-tuned best.pt; results are then named after its stem and written to ``exp_dir``).
     """
+    config.check()
     unknown = set(methods) - set(METHODS)
     if unknown:
         raise ValueError(f"unknown decoding method(s) {sorted(unknown)}; choose from {', '.join(METHODS)}")

@@ -11,9 +11,11 @@ from typing import Sequence
 
 import torch
 from lhotse import CutSet, Fbank, FbankConfig, LilcomChunkyWriter, load_manifest_lazy
+from lhotse.features.base import compute_num_frames
 from tqdm import tqdm
 
-from rlhf.manifests import manifest_path
+from rlhf.manifests import check_disjoint_splits, manifest_path
+from rlhf.model import MIN_INPUT_FRAMES
 from rlhf.stage import StageMarker, atomic_output
 
 
@@ -40,6 +42,32 @@ def with_speed_perturbation(cuts: CutSet) -> CutSet:
     return CutSet.from_cuts([*cuts, *(c for factor in SPEED_FACTORS for c in cuts.perturb_speed(factor))])
 
 
+def drop_too_short(cuts: CutSet, frame_shift: float, where: str) -> CutSet:
+    """The cuts without those too short for the model: fewer fbank frames than
+    ``MIN_INPUT_FRAMES`` (65 ms at a 10 ms shift), which its 4x subsampling turns into no output
+    frame at all (k2's CTC loss then fails on the whole batch, naming no utterance). Each one is
+    named in a warning and counted; a split left with none is an error.
+    """
+    kept, dropped = [], []
+    for cut in cuts:
+        frames = compute_num_frames(cut.duration, frame_shift, cut.sampling_rate)
+        if frames >= MIN_INPUT_FRAMES:
+            kept.append(cut)
+            continue
+        dropped.append(cut.id)
+        source = cut.recording.sources[0].source if cut.has_recording else "?"
+        logging.warning("%s: skipping utterance %s (%s): %.3f s of audio gives %d fbank frames; the model needs "
+                        "at least %d (%.0f ms)", where, cut.id, source, cut.duration, frames, MIN_INPUT_FRAMES,
+                        1000 * (MIN_INPUT_FRAMES - 0.5) * frame_shift)
+    if dropped:
+        logging.warning("%s: %d of %d utterance(s) skipped as too short for the model (named above)", where,
+                        len(dropped), len(dropped) + len(kept))
+    if not kept:
+        raise ValueError(f"{where}: every utterance is shorter than the model's minimum of {MIN_INPUT_FRAMES} fbank "
+                         f"frames; is the audio truncated?")
+    return CutSet.from_cuts(kept)
+
+
 def compute_fbank_split(manifest_dir: Path, fbank_dir: Path, corpus: str, split: str, num_jobs: int,
                         num_mel_bins: int = 80, speed_perturb: bool = False) -> Path:
     """Compute features for one split with ``num_jobs`` processes; returns the cut manifest's path.
@@ -53,6 +81,11 @@ def compute_fbank_split(manifest_dir: Path, fbank_dir: Path, corpus: str, split:
     cuts = CutSet.from_cuts(c.with_id(c.supervisions[0].id) for c in cuts)  # cut id = utterance id
     if speed_perturb:
         cuts = with_speed_perturbation(cuts)
+    rates = {c.sampling_rate for c in cuts}
+    if len(rates) != 1:
+        raise ValueError(f"{split}: recordings have several sampling rates {sorted(rates)}; resample them first")
+    config = FbankConfig(num_mel_bins=num_mel_bins, sampling_rate=rates.pop())
+    cuts = drop_too_short(cuts, config.frame_shift, f"{corpus} {split}")
     cuts_path = manifest_path(fbank_dir, corpus, "cuts", split)
     storage = (fbank_dir / f"{corpus}_feats_{split}").resolve()
     if storage.exists():
@@ -60,10 +93,6 @@ def compute_fbank_split(manifest_dir: Path, fbank_dir: Path, corpus: str, split:
     storage.mkdir(parents=True)
     logging.info("Computing fbank for %s: %d cuts, %.2f hours, %d jobs", split, len(cuts),
                  sum(c.duration for c in cuts) / 3600, num_jobs)
-    rates = {c.sampling_rate for c in cuts}
-    if len(rates) != 1:
-        raise ValueError(f"{split}: recordings have several sampling rates {sorted(rates)}; resample them first")
-    config = FbankConfig(num_mel_bins=num_mel_bins, sampling_rate=rates.pop())
     chunks = cuts.split(num_splits=min(len(cuts), 16 * num_jobs))
     jobs = [(chunk, storage / f"feats-{i:03d}", config) for i, chunk in enumerate(chunks)]
     with ProcessPoolExecutor(num_jobs, mp_context=multiprocessing.get_context("fork")) as pool:
@@ -83,6 +112,9 @@ def compute_fbank(manifest_dir: Path, fbank_dir: Path, corpus: str, splits: Sequ
     marker = StageMarker(fbank_dir, "compute_fbank", options, inputs)
     if marker.skip_if_complete(force):
         return
+    check_disjoint_splits({split: load_manifest_lazy(manifest_paths(manifest_dir, corpus, split)[1]).ids
+                           for split in dict.fromkeys(splits)}, f"{manifest_dir}/{corpus}_supervisions_<split>",
+                          TRAIN_SPLIT)
     fbank_dir.mkdir(parents=True, exist_ok=True)
     for split in splits:
         compute_fbank_split(manifest_dir, fbank_dir, corpus, split, num_jobs, num_mel_bins,

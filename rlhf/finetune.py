@@ -312,6 +312,7 @@ def finetune(lang_dir: Path, fbank_dir: Path, exp_dir: Path, corpus: str, epoch:
              force: bool = False, dev_split: str = "dev") -> Path:
     """Stage 7 for one method; returns its output directory (best.pt, progress.json)."""
     config.check()
+    lattice_config.check()
     out_dir = Path(out_dir or exp_dir / "finetune" / config.name)
     lattice_dir = exp_dir / "lattices"
     train_cuts = manifest_path(fbank_dir, corpus, "cuts", "train")
@@ -323,7 +324,10 @@ def finetune(lang_dir: Path, fbank_dir: Path, exp_dir: Path, corpus: str, epoch:
             raise FileNotFoundError(f"{path} not found (checkpoints: stage 3, HLG.pt: stage 4, lattices: stage 5)")
     options = {"epoch": epoch, "avg": avg, "finetune": asdict(config), "hf": asdict(hf_config),
                "lattice": asdict(lattice_config)}
-    marker = StageMarker(out_dir, "finetune", options, inputs)
+    # Stage 6's marker: the Q-values it records are read from the lattice directory, so values
+    # redone (or being redone) by stage 6 redo (or stop) this step.
+    marker = StageMarker(out_dir, "finetune", options, inputs + [lattice_dir / f".qlearn-{config.reward}.done.json"],
+                         outputs=[out_dir / "best.pt"])
     ctx = distributed.context()
     if distributed.main_decides(lambda: marker.skip_if_complete(force)):
         return out_dir

@@ -187,6 +187,7 @@ def make_lattices(lang_dir: Path, fbank_dir: Path, exp_dir: Path, corpus: str, s
     statistics and the completion marker.
     """
     ctx = distributed.context()
+    config.check()
     lattice_dir = exp_dir / "lattices"
     cut_paths = [manifest_path(fbank_dir, corpus, "cuts", split) for split in splits]
     lang_files = [lang_dir / "tokens.txt"] + ([lang_dir / "HLG.pt", lang_dir / "words.txt"] if graph_kind == "hlg"
@@ -200,7 +201,8 @@ def make_lattices(lang_dir: Path, fbank_dir: Path, exp_dir: Path, corpus: str, s
         raise ValueError(f"--shard-size must be >= 1, got {shard_size}")
     options = {"splits": list(splits), "epoch": epoch, "avg": avg, "graph": graph_kind, "lattice": asdict(config),
                "shard_size": shard_size, "max_duration": max_duration, "max_utts": max_utts}
-    marker = StageMarker(lattice_dir, "make-lattices", options, inputs)
+    marker = StageMarker(lattice_dir, "make-lattices", options, inputs,
+                         outputs=[lattice_dir / split for split in splits] + [lattice_dir / "stats.json"])
     if distributed.main_decides(lambda: marker.skip_if_complete(force)):
         return lattice_dir
     start = time.time()

@@ -4,8 +4,10 @@ Imports lhotse (and with it torch) only where a manifest is written: stage 0's s
 imports this module into processes that must stay light to fork (rlhf/corpus/synthesize.py).
 """
 
+import itertools
+import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterable, Mapping
 
 from rlhf.stage import atomic_output
 
@@ -32,3 +34,20 @@ def write_split_manifests(directory: Path, corpus: str, split: str, recordings: 
     for kind, manifest in (("recordings", recordings), ("supervisions", supervisions)):
         with atomic_output(manifest_path(directory, corpus, kind, split)) as tmp:
             manifest.to_file(tmp)  # the temporary name keeps the .jsonl.gz that selects the format
+
+
+def check_disjoint_splits(ids: Mapping[str, Iterable[str]], where: str, train_split: str = "train") -> None:
+    """Refuse splits that share utterance ids with the training split (an evaluation on them would
+    measure utterances the model was trained on); warn about held-out splits sharing some.
+    ``ids``: each split's utterance ids; ``where`` names their files in the messages."""
+    sets = {split: set(split_ids) for split, split_ids in ids.items()}
+    for a, b in itertools.combinations(sets, 2):
+        shared = sorted(sets[a] & sets[b])
+        if not shared:
+            continue
+        what = (f"{where}: splits {a} and {b} share {len(shared)} utterance id(s) ({len(shared)} of {len(sets[b])} "
+                f"in {b}), e.g. {', '.join(shared[:5])}")
+        if train_split in (a, b):
+            raise ValueError(f"{what}; held-out splits must be disjoint from {train_split}: give each split its "
+                             f"own utterances (the same directory or list twice?)")
+        logging.warning("%s; their results are not independent", what)

@@ -94,6 +94,12 @@ def subsampled_lengths(num_frames: torch.Tensor) -> torch.Tensor:
     return ((num_frames - 1) // 2 - 1) // 2
 
 
+# Fewest input (fbank) frames the front end turns into at least one output frame: 7, i.e. 65 ms of
+# audio at a 10 ms frame shift. k2 refuses a shorter utterance outright (``assert duration > 0``
+# in k2.DenseFsaVec), so stage 2 drops such utterances and rlhf-transcribe refuses them.
+MIN_INPUT_FRAMES = next(t for t in range(1, 64) if subsampled_lengths(t) >= 1)
+
+
 class Conv2dSubsampling(nn.Module):
     """(N, T, F) features -> (N, ((T-1)//2-1)//2, D): 4x fewer frames, 40 ms each."""
 

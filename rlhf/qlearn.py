@@ -102,8 +102,12 @@ def qlearn(exp_dir: Path, splits: Sequence[str], mode: str, config: QLearningCon
     if mode not in REWARD_MODES:
         raise ValueError(f"unknown --reward {mode!r}; choose from {', '.join(REWARD_MODES)}")
     table_path = exp_dir / f"qlearn-{mode}.md"
+    # Stage 5's marker is an input: while stage 5 is being redone (or after it failed) this step
+    # refuses to run, and once it is redone this step is redone too. The values live inside the
+    # split directories that stage 5 replaces, so they are outputs checked for presence.
     marker = StageMarker(lattice_dir, f"qlearn-{mode}", {"splits": list(splits), "q_learning": asdict(config)},
-                         [lattice_dir / "stats.json"])
+                         [lattice_dir / "stats.json", lattice_dir / ".make-lattices.done.json"],
+                         outputs=[lattice_dir / split / f"q-{mode}" for split in splits] + [table_path])
     if distributed.main_decides(lambda: marker.skip_if_complete(force)):
         return table_path
     lattice_stats = json.loads((lattice_dir / "stats.json").read_text())

@@ -19,7 +19,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.tensorboard import SummaryWriter
 
 from rlhf import distributed
-from rlhf.checkpoint import average_states, checkpoint_path, load_checkpoint, save_checkpoint
+from rlhf.checkpoint import average_states, checkpoint_path, load_checkpoint, save_checkpoint, set_aside_checkpoints
 from rlhf.ctc import CtcGraphCompiler, ctc_loss, greedy_search
 from rlhf.data import batch_inputs, load_cuts, make_dataloader
 from rlhf.bundle import bundle_lang
@@ -275,8 +275,8 @@ def train(lang_dir: Path, fbank_dir: Path, exp_dir: Path, corpus: str, model_con
         trainer.load_state_dict(state["trainer"])
         history = [EpochStats(**h) for h in state["history"]]
         logging.info("Resuming from %s (step %d)", checkpoint_path(exp_dir, start_epoch - 1), trainer.step)
-    elif ctx.is_main and checkpoint_path(exp_dir, 1).is_file():
-        logging.warning("%s has checkpoints of an earlier run; starting over (resume with --start-epoch N)", exp_dir)
+    if ctx.is_main:  # this run writes epoch-<start_epoch>.pt on: older ones must not be picked or averaged
+        set_aside_checkpoints(exp_dir, start_epoch)
     logging.info("Model: %s, %d parameters, device %s, world size %d", model_config, num_parameters(model), device,
                  ctx.world_size)
 

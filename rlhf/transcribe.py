@@ -21,11 +21,11 @@ from rlhf.bundle import FeatureConfig
 from rlhf.graphs import load_graph, read_symbols
 from rlhf.lang.compile_hlg import HLG_NAME
 from rlhf.lang.tokenizer import Tokenizer
-from rlhf.model import CtcModel
+from rlhf.model import MIN_INPUT_FRAMES, CtcModel
 from rlhf.stage import atomic_output
 
 # Fewest fbank frames the model's 4x subsampling turns into at least one output frame.
-MIN_FRAMES = 7
+MIN_FRAMES = MIN_INPUT_FRAMES
 
 
 class AudioError(ValueError):
@@ -78,6 +78,7 @@ class Transcriber:
 
     def __init__(self, model: CtcModel, lang_dir: Path, features: FeatureConfig, method: str,
                  lattice_config: LatticeConfig, device: torch.device):
+        lattice_config.check()
         if features.type != Fbank.name:
             raise ValueError(f"the model was trained on {features.type!r} features; this command computes "
                              f"{Fbank.name!r} only")

@@ -1,12 +1,16 @@
 """Stage 4: lattices, their posteriors, empty lattices, and the recipe's decoding outputs."""
 
 import json
+import subprocess
 
 import k2
+import pytest
 import torch
 
 from batches import WORDS, make_batch, make_word_lang
-from rlhf.decode import Decoder, LatticeConfig, MethodResult, get_lattice, get_texts, nbest_lists, sweep_lm_scales
+from conftest import REPO
+from rlhf.decode import (Decoder, LatticeConfig, MethodResult, decode, get_lattice, get_texts, nbest_lists,
+                         sweep_lm_scales)
 from rlhf.graphs import ctc_topo_graph
 from rlhf.lang.tokenizer import Tokenizer
 from rlhf.model import CtcModel, ModelConfig
@@ -90,3 +94,14 @@ def test_lm_scale_sweep_reproduces_stage_4_at_its_scale(tiny_recipe):
     stage4 = json.loads((model_dir / "results-epoch-2-avg-2.json").read_text())["rows"]["hlg-1best"]["dev"]
     assert stats[0.5].summary_line() == stage4["summary"]
     assert set(stats) == {0.5, 2.0}
+
+
+def test_negative_lm_scale_is_refused_in_one_line(tmp_path):
+    with pytest.raises(ValueError, match="--lm-scale must be a finite number >= 0.*got -1"):
+        decode(tmp_path, tmp_path, tmp_path, "synth", ["dev"], 1, 1, ["hlg-1best"], LatticeConfig(lm_scale=-1.0), 10.0)
+    for step in ("decode", "make_lattices"):
+        result = subprocess.run([str(REPO / "steps" / f"{step}.sh"), "--epoch", "1", "--lm-scale", "-1", str(tmp_path),
+                                 str(tmp_path), str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True)
+        assert result.returncode == 1 and "--lm-scale must be a finite number >= 0" in result.stdout, result.stdout
+        assert "Traceback" not in result.stdout

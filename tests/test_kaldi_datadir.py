@@ -1,5 +1,7 @@
-"""egs/kaldi_datadir stages 0-4 on synthesized Kaldi data directories (with and without ``segments``)."""
+"""egs/kaldi_datadir stages 0-4 on synthesized Kaldi data directories (with and without ``segments``), and the
+import's answer to each bad table (rlhf/kaldi_datadir.py)."""
 
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -8,6 +10,7 @@ import soundfile as sf
 from lhotse import load_manifest
 
 from conftest import REPO, TINY_MODEL_OPTIONS, run_recipe
+from rlhf.kaldi_datadir import import_data_dirs
 from speech import utterances
 
 RECIPE = REPO / "egs" / "kaldi_datadir" / "run.sh"
@@ -127,3 +130,128 @@ def test_train_dir_is_required(tmp_path):
     result = run_recipe(tmp_path, "--test-dir", str(tmp_path), "--stop-stage", "0", script=RECIPE)
     assert result.returncode != 0
     assert "give --train-dir and at least one of --dev-dir and --test-dir" in result.stdout
+
+
+# Quick checks of the import itself (stage 0) on tiny data directories of noise.
+
+
+def tone_dir(d: Path, audio_dir: Path, n: int, prefix: str, seconds: float = 0.5, rate: int = 16000,
+             tab: bool = False) -> Path:
+    """A data dir of ``n`` recordings of noise (one utterance each), speakers alternating."""
+    d.mkdir(parents=True)
+    audio_dir.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(len(prefix) + n)
+    sep = "\t" if tab else " "
+    wav_scp, text, utt2spk = [], [], []
+    for i in range(n):
+        utt = f"{prefix}{i}"
+        sf.write(audio_dir / f"{utt}.wav", 0.1 * rng.standard_normal(int(seconds * rate)).astype(np.float32), rate,
+                 subtype="PCM_16")
+        wav_scp.append(f"{utt} {audio_dir / utt}.wav\n")
+        text.append(f"{utt}{sep}HELLO WORLD {i}\n")
+        utt2spk.append(f"{utt} spk{i % 2}\n")
+    for name, lines in (("wav.scp", wav_scp), ("text", text), ("utt2spk", utt2spk)):
+        (d / name).write_text("".join(lines))
+    return d
+
+
+@pytest.fixture
+def dirs(tmp_path):
+    return {"train": tone_dir(tmp_path / "train", tmp_path / "audio", 4, "tr"),
+            "test": tone_dir(tmp_path / "test", tmp_path / "audio", 2, "te")}
+
+
+def manifests(out: Path, split: str = "train"):
+    return (load_manifest(out / f"kaldi_recordings_{split}.jsonl.gz"),
+            load_manifest(out / f"kaldi_supervisions_{split}.jsonl.gz"))
+
+
+def test_empty_transcript_is_dropped_with_a_warning_and_tab_separated_text_is_read(dirs, tmp_path, caplog):
+    train = dirs["train"]
+    (train / "text").write_text("tr0\ttab separated\ntr1\ntr2 HELLO   THERE\ntr3 \n")
+    out = tmp_path / "manifests"
+    import_data_dirs(dirs, out, "kaldi", 16000)
+    recordings, sups = manifests(out)
+    assert {s.id: s.text for s in sups} == {"tr0": "tab separated", "tr2": "HELLO THERE"}
+    assert sorted(recordings.ids) == ["tr0", "tr2"]
+    assert "dropping 2 utterance(s) with an empty transcript: tr1 (line 2), tr3 (line 4)" in caplog.text
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("utt2spk", "tr0 spk0\ntr1 spk1\ntr2 spk0\ntr3 spk1\nghost spk0\n",
+     "utt2spk:5: utterance ghost is not in {d}/wav.scp"),
+    ("text", b"tr0 HELLO\ntr1 caf\xe9\ntr2 A\ntr3 B\n", "text:2: not UTF-8 (byte 0xe9 at column 8)"),
+    ("segments", "tr0-a tr0 0.0 0.2\ntr0-b tr0 0.3\n", "segments:2: expected 4 fields"),
+    ("segments", "tr0-a tr0 0.3 0.2\n", "segments:1: tr0-a ends at 0.2 s, not after its start 0.3 s"),
+    ("segments", "tr0-a tr0 0.1 3.0\n", "segments:1: tr0-a ends at 3.0 s, but recording tr0 is 0.500 s long"),
+    ("wav.scp", "tr0 false |\ntr1 {audio}/tr1.wav\ntr2 {audio}/tr2.wav\ntr3 {audio}/tr3.wav\n",
+     "wav.scp:1: tr0: the command 'false |' failed or wrote no WAV audio"),
+])
+def test_bad_tables_are_named_with_file_and_line(dirs, tmp_path, name, content, message):
+    train = dirs["train"]
+    if name == "segments":  # utterances of the segments need their transcript and speaker
+        utts = [line.split()[0] for line in content.splitlines()]
+        (train / "text").write_text("".join(f"{u} A B\n" for u in utts))
+        (train / "utt2spk").write_text("".join(f"{u} spk0\n" for u in utts))
+    if isinstance(content, str):
+        (train / name).write_text(content.format(audio=tmp_path / "audio"))
+    else:
+        (train / name).write_bytes(content)
+    with pytest.raises(ValueError) as e:
+        import_data_dirs(dirs, tmp_path / "manifests", "kaldi", 16000)
+    assert f"{train / name}:" in str(e.value) and message.format(d=train) in str(e.value), str(e.value)
+    assert not (tmp_path / "manifests" / "kaldi_supervisions_train.jsonl.gz").exists()
+
+
+def test_error_is_one_line_without_traceback(dirs, tmp_path):
+    (dirs["train"] / "utt2spk").write_text("tr0 spk0\ntr1 spk1\ntr2 spk0\ntr3 spk1\nghost spk0\n")
+    result = subprocess.run([str(REPO / "egs" / "kaldi_datadir" / "local" / "import_kaldi_datadir.sh"),
+                             "--train-dir", str(dirs["train"]), "--test-dir", str(dirs["test"]),
+                             str(tmp_path / "manifests")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stdout and "AssertionError" not in result.stdout
+    assert f"{dirs['train'] / 'utt2spk'}:5: utterance ghost is not in" in result.stdout
+
+
+def test_wav_scp_command_is_read(dirs, tmp_path):
+    train, audio = dirs["train"], tmp_path / "audio"
+    (train / "wav.scp").write_text(f"tr0 cat {audio}/tr0.wav |\n" +
+                                   "".join(f"tr{i} {audio}/tr{i}.wav\n" for i in range(1, 4)))
+    out = tmp_path / "manifests"
+    import_data_dirs(dirs, out, "kaldi", 16000)
+    recordings, _ = manifests(out)
+    rec = recordings["tr0"]
+    assert rec.sources[0].type == "command" and rec.num_samples == 8000 and rec.duration == 0.5
+    assert rec.load_audio().shape == (1, 8000)
+
+
+def test_replaced_audio_redoes_the_import(dirs, tmp_path):
+    out = tmp_path / "manifests"
+    import_data_dirs(dirs, out, "kaldi", 16000)
+    assert manifests(out)[0]["tr1"].duration == 0.5
+    sf.write(tmp_path / "audio" / "tr1.wav", np.zeros(12000, np.float32), 16000, subtype="PCM_16")
+    import_data_dirs(dirs, out, "kaldi", 16000)
+    assert manifests(out)[0]["tr1"].duration == 0.75
+
+
+def test_held_out_split_must_not_repeat_training(dirs, tmp_path):
+    with pytest.raises(ValueError, match="--test-dir .* is the same directory as --train-dir"):
+        import_data_dirs({"train": dirs["train"], "test": dirs["train"]}, tmp_path / "m", "kaldi", 16000)
+    other = tone_dir(tmp_path / "dev", tmp_path / "audio2", 2, "tr")  # other directory, training's ids tr0, tr1
+    with pytest.raises(ValueError, match="splits train and dev share 2 utterance id"):
+        import_data_dirs({"train": dirs["train"], "dev": other}, tmp_path / "m", "kaldi", 16000)
+    assert not (tmp_path / "m" / "kaldi_supervisions_train.jsonl.gz").exists()
+
+
+def test_stage_1_refuses_the_manifests_of_a_failed_stage_0(dirs, tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    args = ["--train-dir", str(dirs["train"]), "--test-dir", str(dirs["test"]), "--bpe-vocab-size", "20"]
+    assert run_recipe(work, *args, "--stop-stage", "0", script=RECIPE).returncode == 0
+    (dirs["train"] / "utt2spk").write_text("tr0 spk0\n")  # the next import fails, after the first one's manifests
+    assert run_recipe(work, *args, "--stop-stage", "0", script=RECIPE).returncode == 1
+    assert (work / "data" / "manifests" / "kaldi_supervisions_train.jsonl.gz").is_file()
+    result = run_recipe(work, *args, "--stage", "1", "--stop-stage", "1", script=RECIPE)
+    assert result.returncode == 1
+    assert "stage 0 did not complete" in result.stdout
+    assert not (work / "data" / "lang_bpe_20").exists()

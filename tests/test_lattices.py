@@ -123,3 +123,24 @@ def test_ctc_topology_lattices_compare_tokens(tiny_recipe, tmp_path):
     values = lattice_values(shard.lattice, "edit", references=shard.references)
     errors = -values.start_value.sum().item()
     assert errors == pytest.approx(stats["oracle_wer"] * stats["ref_words"] / 100.0)
+
+
+def test_q_values_of_lattices_being_remade_are_not_complete(tiny_recipe, tmp_path):
+    """Stage 5 redone and interrupted leaves its marker gone and lattices/train/q-frame replaced:
+    stage 6 must neither report "already complete" nor run on half-made lattices."""
+    import shutil
+
+    from rlhf.qlearn import QLearningConfig, qlearn
+    exp = tmp_path / "exp"
+    shutil.copytree(tiny_recipe.model_dir / "lattices", exp / "lattices")
+    marker = exp / "lattices" / ".make-lattices.done.json"
+    recorded = marker.read_text()
+    marker.unlink()
+    shutil.rmtree(exp / "lattices" / "train" / "q-frame")
+    with pytest.raises(FileNotFoundError, match="step make-lattices has not completed"):
+        qlearn(exp, ["train", "dev"], "frame", QLearningConfig())
+    # Stage 5 finishes (same options: the same marker); the values it replaced are made again.
+    marker.write_text(recorded)
+    qlearn(exp, ["train", "dev"], "frame", QLearningConfig())
+    assert sorted(p.name for p in (exp / "lattices" / "train" / "q-frame").iterdir()) == \
+        sorted(p.name for p in (tiny_recipe.model_dir / "lattices" / "train" / "q-frame").iterdir())

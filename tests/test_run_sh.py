@@ -75,3 +75,22 @@ def test_rerun_does_no_work_and_changed_option_redoes(tiny_recipe, tmp_path):
     assert result.returncode == 0
     assert "already complete" not in result.stdout
     assert os.path.getmtime(work / "data" / "lang_bpe_50" / "bpe.model") > before[work / "data" / "lang_bpe_50" / "bpe.model"] / 1e9
+
+
+def test_stage_after_a_failed_stage_refuses_its_stale_outputs(tiny_recipe, tmp_path):
+    work = tmp_path / "copy"
+    shutil.copytree(tiny_recipe.workdir, work, symlinks=True)
+    # A stage-3 run that fails or is interrupted has removed its marker first; the earlier run's
+    # checkpoints are still there. Stage 4 must not decode them (and report them in RESULTS.md).
+    # (It removes selected.json too, so stage 4 has no epoch to take; with --epoch named, the
+    # marker check refuses the checkpoint.)
+    (work / "exp" / "ctc_tdnn" / ".train.done.json").unlink()
+    (work / "exp" / "ctc_tdnn" / "selected.json").unlink()
+    results = (work / "RESULTS.md").read_text()
+    result = run_recipe(work, *TINY_OPTIONS, "--stage", "4", "--stop-stage", "4")
+    assert result.returncode == 1
+    assert "selected.json is missing; stage 3 makes it" in result.stdout
+    result = run_recipe(work, *TINY_OPTIONS, "--stage", "4", "--stop-stage", "4", "--epoch", "2")
+    assert result.returncode == 1
+    assert "stage 3 did not complete" in result.stdout and "epoch-2.pt is there" in result.stdout
+    assert (work / "RESULTS.md").read_text() == results

@@ -197,3 +197,19 @@ def test_patience_stops_training_and_selected_epoch_is_judged_as_decoded(tiny_re
     assert trainer.evaluate(dev) == (history[1]["judged_dev_loss"], history[1]["judged_dev_wer"])
     assert history[1]["judged_dev_loss"] != history[1]["dev_loss"]
     assert json.loads((exp / "selected.json").read_text())["epoch"] == 2
+
+
+def test_fresh_run_sets_aside_the_checkpoints_of_an_earlier_longer_run(tiny_recipe, tmp_path, caplog):
+    from rlhf.transcribe import latest_epoch
+    lang, fbank = tiny_recipe.data_dir / "lang_bpe_50", tiny_recipe.data_dir / "fbank"
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    for epoch in (1, 2, 3):  # an earlier run of 3 epochs
+        shutil.copy(checkpoint_path(tiny_recipe.model_dir, min(epoch, 2)), checkpoint_path(exp, epoch))
+    train(lang, fbank, exp, "synth", ModelConfig(vocab_size=50, **TINY_MODEL),
+          TrainConfig(num_epochs=1, max_duration=20, warmup_steps=5), device_name="cpu")
+    assert sorted(p.name for p in exp.glob("epoch-*.pt")) == ["epoch-1.pt"]
+    assert latest_epoch(exp) == 1  # what rlhf-transcribe decodes by default
+    assert load_checkpoint(checkpoint_path(exp, 1))["model_config"]["subsampling_channels"] == 8  # this run's
+    assert sorted(p.name for p in (exp / "earlier-run").iterdir()) == ["epoch-1.pt", "epoch-2.pt", "epoch-3.pt"]
+    assert f"moved them to {exp / 'earlier-run'}" in caplog.text

@@ -32,10 +32,17 @@ check_stages() {
 # run_stage N: true when stage N is within --stage/--stop-stage.
 run_stage() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
 
-# require FILE STAGE: fail at once, naming FILE and the stage that makes it, when FILE is missing.
+# require FILE STAGE [MARKER]: fail at once, naming FILE and the stage that makes it, when FILE is
+# missing, or when the completion marker MARKER of the step that makes it is (that step's last run
+# failed or was interrupted, so FILE may be a stale or partial output of an earlier run).
 require() {
   if [ ! -e "$1" ]; then
     log "ERROR: $1 is missing; stage $2 makes it: run $0 --stage $2 (with the same options)"
+    exit 1
+  fi
+  if [ -n "${3:-}" ] && [ ! -f "$3" ]; then
+    log "ERROR: stage $2 did not complete: $1 is there but $3 is not (the last run of stage $2 failed or was" \
+      "interrupted, so $1 may be left from an earlier run); run $0 --stage $2 (with the same options)"
     exit 1
   fi
 }
@@ -43,7 +50,7 @@ require() {
 # selected_epoch MODEL_DIR: the epoch that stage 3 selected (MODEL_DIR/selected.json, written when
 # training completes and removed when it starts), for the --epoch of stages 4-7.
 selected_epoch() {
-  require "$1/selected.json" 3
+  require "$1/selected.json" 3 "$1/.train.done.json"
   python -c 'import json, sys; print(json.load(open(sys.argv[1]))["epoch"])' "$1/selected.json"
 }
 

@@ -84,7 +84,7 @@ fi
 
 if run_stage 1; then
   log "Stage 1: BPE lang dir and word n-gram LM"
-  require "$manifest_dir/${corpus}_supervisions_train.jsonl.gz" 0
+  require "$manifest_dir/${corpus}_supervisions_train.jsonl.gz" 0 "$manifest_dir/.import_kaldi_datadir_${corpus}.done.json"
   "$root/steps/prepare_lang.sh" --vocab-size "$bpe_vocab_size" --force "$force" --log-dir "$log_dir" \
     "$manifest_dir/${corpus}_supervisions_train.jsonl.gz" "$lang_dir"
   "$root/steps/train_lm.sh" --order "$lm_order" --force "$force" --log-dir "$log_dir" "$lang_dir" "$lm_dir"
@@ -92,15 +92,15 @@ fi
 
 if run_stage 2; then
   log "Stage 2: fbank features and cut manifests"
-  require "$manifest_dir/${corpus}_recordings_train.jsonl.gz" 0
+  require "$manifest_dir/${corpus}_recordings_train.jsonl.gz" 0 "$manifest_dir/.import_kaldi_datadir_${corpus}.done.json"
   "$root/steps/compute_fbank.sh" --corpus "$corpus" --splits "train $heldout" --num-mel-bins "$num_mel_bins" \
     --nj "$nj" --speed-perturb "$speed_perturb" --force "$force" --log-dir "$log_dir" "$manifest_dir" "$fbank_dir"
 fi
 
 if run_stage 3; then
   log "Stage 3: train the CTC model (per-epoch WER on dev, or test without a dev set)"
-  require "$fbank_dir/${corpus}_cuts_train.jsonl.gz" 2
-  require "$lang_dir/tokens.txt" 1
+  require "$fbank_dir/${corpus}_cuts_train.jsonl.gz" 2 "$fbank_dir/.compute_fbank.done.json"
+  require "$lang_dir/tokens.txt" 1 "$lang_dir/.prepare_lang.done.json"
   "$root/steps/train_ctc.sh" "${dist_opts[@]}" --corpus "$corpus" --dev-split "$dev_split" --num-features "$num_mel_bins" \
     --num-epochs "$num_epochs" --patience "$patience" --avg "$avg" --select "$select" --start-epoch "$start_epoch" \
     --max-duration "$max_duration" --lr "$lr" \
@@ -116,7 +116,8 @@ fi
 
 if run_stage 4; then
   log "Stage 4: compile HLG, decode and score the held-out sets, bundle the model directory"
-  require "$lm_dir/G_${lm_order}_gram.fst.txt" 1
+  require "$model_dir/epoch-$num_epochs.pt" 3 "$model_dir/.train.done.json"
+  require "$lm_dir/G_${lm_order}_gram.fst.txt" 1 "$lm_dir/.train_lm_${lm_order}gram.done.json"
   "$root/steps/compile_hlg.sh" --force "$force" --log-dir "$log_dir" "$lang_dir" "$lm_dir/G_${lm_order}_gram.fst.txt"
   "$root/steps/decode.sh" --corpus "$corpus" --splits "$heldout" --epoch "$epoch" --avg "$avg" \
     --max-active-states "$max_active_states" --lm-scale "$lm_scale" --device "$device" \
@@ -127,22 +128,22 @@ fi
 
 if run_stage 5; then
   log "Stage 5: decode train $dev_split into k2 lattices for sequence training"
-  require "$lang_dir/HLG.pt" 4
-  "$root/steps/make_lattices.sh" "${dist_opts[@]}" --corpus "$corpus" --splits "train $dev_split" --epoch "$epoch" --avg "$avg" \
+  require "$lang_dir/HLG.pt" 4 "$lang_dir/.compile_hlg.done.json"
+  "$root/steps/make_lattices.sh" "${dist_opts[@]}" --corpus "$corpus" --splits "train $dev_split" --epoch "$num_epochs" --avg "$avg" \
     --output-beam "$lattice_output_beam" --lm-scale "$lm_scale" --device "$device" --force "$force" \
     "$lang_dir" "$fbank_dir" "$model_dir"
 fi
 
 if run_stage 6; then
   log "Stage 6: Q-learning over the lattices ($reward reward)"
-  require "$model_dir/lattices/stats.json" 5
+  require "$model_dir/lattices/stats.json" 5 "$model_dir/lattices/.make-lattices.done.json"
   "$root/steps/qlearn.sh" "${dist_opts[@]}" --splits "train $dev_split" --reward "$reward" --force "$force" "$model_dir"
   append_results "$model_dir/qlearn-$reward.md" "$results_file"
 fi
 
 if run_stage 7; then
   log "Stage 7: fine-tune with the RL objective ($reward advantages) and Hessian-free; decode like stage 4"
-  require "$model_dir/lattices/train/q-$reward" 6
+  require "$model_dir/lattices/train/q-$reward" 6 "$model_dir/lattices/.qlearn-$reward.done.json"
   finetune_dir=$model_dir/finetune/rl-hf-$reward
   "$root/steps/finetune.sh" "${dist_opts[@]}" --corpus "$corpus" --epoch "$epoch" --avg "$avg" --reward "$reward" \
     --max-iters "$hf_iters" --time-budget "$hf_time_budget" --dev-split "$dev_split" --decode-splits "$heldout" \

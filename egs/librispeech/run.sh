@@ -88,7 +88,7 @@ fi
 
 if run_stage 1; then
   log "Stage 1: BPE lang dir and word n-gram LM"
-  require "$manifest_dir/librispeech_supervisions_train.jsonl.gz" 0
+  require "$manifest_dir/librispeech_supervisions_train.jsonl.gz" 0 "$manifest_dir/.prepare_librispeech.done.json"
   "$root/steps/prepare_lang.sh" --vocab-size "$bpe_vocab_size" --force "$force" --log-dir "$log_dir" \
     "$manifest_dir/librispeech_supervisions_train.jsonl.gz" "$lang_dir"
   arpa=
@@ -101,7 +101,7 @@ fi
 
 if run_stage 2; then
   log "Stage 2: 80-dim fbank features and cut manifests"
-  require "$manifest_dir/librispeech_recordings_train.jsonl.gz" 0
+  require "$manifest_dir/librispeech_recordings_train.jsonl.gz" 0 "$manifest_dir/.prepare_librispeech.done.json"
   "$root/steps/compute_fbank.sh" --corpus librispeech --splits "train $heldout" --nj "$nj" \
     --speed-perturb "$speed_perturb" --force "$force" \
     --log-dir "$log_dir" "$manifest_dir" "$fbank_dir"
@@ -109,8 +109,8 @@ fi
 
 if run_stage 3; then
   log "Stage 3: train the CTC model (per-epoch WER on the dev part)"
-  require "$fbank_dir/librispeech_cuts_train.jsonl.gz" 2
-  require "$lang_dir/tokens.txt" 1
+  require "$fbank_dir/librispeech_cuts_train.jsonl.gz" 2 "$fbank_dir/.compute_fbank.done.json"
+  require "$lang_dir/tokens.txt" 1 "$lang_dir/.prepare_lang.done.json"
   "$root/steps/train_ctc.sh" "${dist_opts[@]}" --corpus librispeech --dev-split "$dev_part" --num-epochs "$num_epochs" \
     --patience "$patience" --avg "$avg" \
     --start-epoch "$start_epoch" --max-duration "$max_duration" --lr "$lr" --warmup-steps "$warmup_steps" \
@@ -126,7 +126,8 @@ fi
 
 if run_stage 4; then
   log "Stage 4: compile HLG, decode and score the held-out parts, bundle the model directory"
-  require "$lm_dir/G_${lm_order}_gram.fst.txt" 1
+  require "$model_dir/epoch-$num_epochs.pt" 3 "$model_dir/.train.done.json"
+  require "$lm_dir/G_${lm_order}_gram.fst.txt" 1 "$lm_dir/.train_lm_${lm_order}gram.done.json"
   "$root/steps/compile_hlg.sh" --force "$force" --log-dir "$log_dir" "$lang_dir" "$lm_dir/G_${lm_order}_gram.fst.txt"
   "$root/steps/decode.sh" --corpus librispeech --splits "$heldout" --epoch "$epoch" --avg "$avg" \
     --search-beam "$search_beam" --output-beam "$output_beam" --max-active-states "$max_active_states" \
@@ -137,22 +138,22 @@ fi
 
 if run_stage 5; then
   log "Stage 5: decode train $dev_part into k2 lattices for sequence training"
-  require "$lang_dir/HLG.pt" 4
-  "$root/steps/make_lattices.sh" "${dist_opts[@]}" --corpus librispeech --splits "train $dev_part" --epoch "$epoch" --avg "$avg" \
+  require "$lang_dir/HLG.pt" 4 "$lang_dir/.compile_hlg.done.json"
+  "$root/steps/make_lattices.sh" "${dist_opts[@]}" --corpus librispeech --splits "train $dev_part" --epoch "$num_epochs" --avg "$avg" \
     --output-beam "$lattice_output_beam" --lm-scale "$lm_scale" --device "$device" --force "$force" \
     "$lang_dir" "$fbank_dir" "$model_dir"
 fi
 
 if run_stage 6; then
   log "Stage 6: Q-learning over the lattices ($reward reward)"
-  require "$model_dir/lattices/stats.json" 5
+  require "$model_dir/lattices/stats.json" 5 "$model_dir/lattices/.make-lattices.done.json"
   "$root/steps/qlearn.sh" "${dist_opts[@]}" --splits "train $dev_part" --reward "$reward" --force "$force" "$model_dir"
   append_results "$model_dir/qlearn-$reward.md" "$results_file"
 fi
 
 if run_stage 7; then
   log "Stage 7: fine-tune with the RL objective ($reward advantages) and Hessian-free; decode like stage 4"
-  require "$model_dir/lattices/train/q-$reward" 6
+  require "$model_dir/lattices/train/q-$reward" 6 "$model_dir/lattices/.qlearn-$reward.done.json"
   finetune_dir=$model_dir/finetune/rl-hf-$reward
   "$root/steps/finetune.sh" "${dist_opts[@]}" --corpus librispeech --epoch "$epoch" --avg "$avg" --reward "$reward" \
     --max-iters "$hf_iters" --time-budget "$hf_time_budget" --dev-split "$dev_part" --decode-splits "$heldout" \

@@ -62,7 +62,7 @@ fi
 
 if run_stage 1; then
   log "Stage 1: word lang dir and n-gram LM"
-  require "$manifest_dir/yesno_supervisions_train.jsonl.gz" 0
+  require "$manifest_dir/yesno_supervisions_train.jsonl.gz" 0 "$manifest_dir/.prepare_yesno.done.json"
   "$root/steps/prepare_lang.sh" --model-type word --force "$force" --log-dir "$log_dir" \
     "$manifest_dir/yesno_supervisions_train.jsonl.gz" "$lang_dir"
   "$root/steps/train_lm.sh" --order "$lm_order" --force "$force" --log-dir "$log_dir" "$lang_dir" "$lm_dir"
@@ -70,14 +70,14 @@ fi
 
 if run_stage 2; then
   log "Stage 2: ${num_mel_bins}-dim fbank features and cut manifests"
-  require "$manifest_dir/yesno_recordings_train.jsonl.gz" 0
+  require "$manifest_dir/yesno_recordings_train.jsonl.gz" 0 "$manifest_dir/.prepare_yesno.done.json"
   "$root/steps/compute_fbank.sh" --corpus yesno --splits "train test" --num-mel-bins "$num_mel_bins" \
     --nj "$nj" --force "$force" --log-dir "$log_dir" "$manifest_dir" "$fbank_dir"
 fi
 
 if run_stage 3; then
   log "Stage 3: train the CTC model (per-epoch WER on test: yesno has no dev set)"
-  require "$fbank_dir/yesno_cuts_train.jsonl.gz" 2
+  require "$fbank_dir/yesno_cuts_train.jsonl.gz" 2 "$fbank_dir/.compute_fbank.done.json"
   "$root/steps/train_ctc.sh" "${dist_opts[@]}" --corpus yesno --dev-split test --num-features "$num_mel_bins" \
     --num-epochs "$num_epochs" --patience "$patience" --avg "$avg" --select last \
     --max-duration "$max_duration" --lr "$lr" --warmup-steps "$warmup_steps" \
@@ -92,6 +92,7 @@ fi
 
 if run_stage 4; then
   log "Stage 4: compile HLG, decode and score the test set"
+  require "$model_dir/epoch-$num_epochs.pt" 3 "$model_dir/.train.done.json"
   "$root/steps/compile_hlg.sh" --force "$force" --log-dir "$log_dir" "$lang_dir" "$lm_dir/G_${lm_order}_gram.fst.txt"
   "$root/steps/decode.sh" --corpus yesno --splits test --epoch "$epoch" --avg "$avg" --lm-scale "$lm_scale" \
     --device "$device" "$lang_dir" "$fbank_dir" "$model_dir"
@@ -101,22 +102,22 @@ fi
 
 if run_stage 5; then
   log "Stage 5: decode train test into k2 lattices for sequence training"
-  require "$lang_dir/HLG.pt" 4
-  "$root/steps/make_lattices.sh" "${dist_opts[@]}" --corpus yesno --splits "train test" --epoch "$epoch" --avg "$avg" \
+  require "$lang_dir/HLG.pt" 4 "$lang_dir/.compile_hlg.done.json"
+  "$root/steps/make_lattices.sh" "${dist_opts[@]}" --corpus yesno --splits "train test" --epoch "$num_epochs" --avg "$avg" \
     --output-beam "$lattice_output_beam" --lm-scale "$lm_scale" --device "$device" --force "$force" \
     "$lang_dir" "$fbank_dir" "$model_dir"
 fi
 
 if run_stage 6; then
   log "Stage 6: Q-learning over the lattices ($reward reward)"
-  require "$model_dir/lattices/stats.json" 5
+  require "$model_dir/lattices/stats.json" 5 "$model_dir/lattices/.make-lattices.done.json"
   "$root/steps/qlearn.sh" "${dist_opts[@]}" --splits "train test" --reward "$reward" --force "$force" "$model_dir"
   append_results "$model_dir/qlearn-$reward.md" "$results_file"
 fi
 
 if run_stage 7; then
   log "Stage 7: fine-tune with the RL objective ($reward advantages) and Hessian-free; decode like stage 4"
-  require "$model_dir/lattices/train/q-$reward" 6
+  require "$model_dir/lattices/train/q-$reward" 6 "$model_dir/lattices/.qlearn-$reward.done.json"
   finetune_dir=$model_dir/finetune/rl-hf-$reward
   # yesno has no dev set: the test set picks the best iteration, as it picks the baseline's settings
   "$root/steps/finetune.sh" "${dist_opts[@]}" --corpus yesno --epoch "$epoch" --avg "$avg" --reward "$reward" \

@@ -35,7 +35,7 @@ from lhotse import Recording, RecordingSet, SupervisionSegment, SupervisionSet
 from rlhf.cli import add_stage_options, run_step
 from rlhf.log import setup_logging
 from rlhf.manifests import write_split_manifests
-from rlhf.stage import StageMarker, atomic_output
+from rlhf.stage import StageMarker, atomic_output, invalidated_on_error
 
 CORPUS = "an4"
 AN4_SETS = {"train": "an4_train", "test": "an4_test"}
@@ -159,6 +159,11 @@ def manifests(utterances: list[Utterance], wav_dir: Path) -> tuple[RecordingSet,
 
 
 def prepare(corpus_dir: Path, manifest_dir: Path, wav_dir: Path, force: bool) -> None:
+    with invalidated_on_error(manifest_dir, "prepare_an4"):  # stage 1 then refuses an earlier run's manifests
+        _prepare(corpus_dir, manifest_dir, wav_dir, force)
+
+
+def _prepare(corpus_dir: Path, manifest_dir: Path, wav_dir: Path, force: bool) -> None:
     root = find_root(corpus_dir)
     sets = {split: read_set(root, name) for split, name in AN4_SETS.items()}  # every check before any write
     lists = [root / "etc" / f"{name}.{kind}" for name in AN4_SETS.values() for kind in ("fileids", "transcription")]

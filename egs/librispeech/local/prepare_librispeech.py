@@ -24,7 +24,7 @@ from lhotse.recipes import download_librispeech, prepare_librispeech
 from rlhf.cli import add_stage_options, run_step
 from rlhf.log import setup_logging
 from rlhf.manifests import write_split_manifests
-from rlhf.stage import StageMarker
+from rlhf.stage import StageMarker, invalidated_on_error
 
 CORPUS = "librispeech"
 
@@ -60,6 +60,12 @@ def check_complete(corpus_dir: Path, part: str, recordings: RecordingSet) -> Non
 
 def prepare(corpus_dir: Optional[Path], download_dir: Path, manifest_dir: Path, train_parts: Sequence[str],
             heldout_parts: Sequence[str], num_jobs: int, force: bool) -> None:
+    with invalidated_on_error(manifest_dir, "prepare_librispeech"):  # stage 1 then refuses an earlier run's manifests
+        _prepare(corpus_dir, download_dir, manifest_dir, train_parts, heldout_parts, num_jobs, force)
+
+
+def _prepare(corpus_dir: Optional[Path], download_dir: Path, manifest_dir: Path, train_parts: Sequence[str],
+             heldout_parts: Sequence[str], num_jobs: int, force: bool) -> None:
     parts = list(dict.fromkeys([*train_parts, *heldout_parts]))
     corpus_dir = find_corpus(corpus_dir, download_dir, parts)
     transcripts = sorted(t for p in parts for t in (corpus_dir / p).rglob("*.trans.txt"))

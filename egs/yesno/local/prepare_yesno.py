@@ -14,7 +14,8 @@ from lhotse.recipes import download_yesno, prepare_yesno
 
 from rlhf.cli import add_stage_options, run_step
 from rlhf.log import setup_logging
-from rlhf.stage import StageMarker
+from rlhf.manifests import write_split_manifests
+from rlhf.stage import StageMarker, invalidated_on_error
 
 NUM_WAVES = 60
 
@@ -34,12 +35,19 @@ def find_corpus(corpus_dir: Path | None, download_dir: Path) -> Path:
 
 
 def prepare(corpus_dir: Path | None, download_dir: Path, manifest_dir: Path, force: bool) -> None:
+    with invalidated_on_error(manifest_dir, "prepare_yesno"):  # stage 1 then refuses an earlier run's manifests
+        _prepare(corpus_dir, download_dir, manifest_dir, force)
+
+
+def _prepare(corpus_dir: Path | None, download_dir: Path, manifest_dir: Path, force: bool) -> None:
     corpus_dir = find_corpus(corpus_dir, download_dir)
     marker = StageMarker(manifest_dir, "prepare_yesno", {"corpus_dir": corpus_dir}, sorted(corpus_dir.glob("*.wav")))
     if marker.skip_if_complete(force):
         return
-    manifests = prepare_yesno(corpus_dir, output_dir=manifest_dir)
+    # Built in memory, then each file written atomically (lhotse's output_dir would write in place).
+    manifests = prepare_yesno(corpus_dir, output_dir=None)
     for split, m in manifests.items():
+        write_split_manifests(manifest_dir, "yesno", split, m["recordings"], m["supervisions"])
         logging.info("%s: %d recordings, %.1f minutes", split, len(m["recordings"]),
                      sum(r.duration for r in m["recordings"]) / 60)
     marker.write()
