@@ -110,8 +110,8 @@ if run_stage 4; then
   "$root/steps/compile_hlg.sh" --force "$force" --log-dir "$log_dir" "$lang_dir" "$lm_dir/G_${lm_order}_gram.fst.txt"
   "$root/steps/decode.sh" --corpus "$corpus" --splits "$heldout" --epoch "$num_epochs" --avg "$avg" \
     --max-active-states "$max_active_states" --lm-scale "$lm_scale" --device "$device" \
-    "$lang_dir" "$fbank_dir" "$model_dir"
-  "$root/steps/bundle_model.sh" --corpus "$corpus" --log-dir "$log_dir" "$lang_dir" "$fbank_dir" "$model_dir"
+    --force "$force" "$lang_dir" "$fbank_dir" "$model_dir"
+  "$root/steps/bundle_model.sh" --corpus "$corpus" --force "$force" --log-dir "$log_dir" "$lang_dir" "$fbank_dir" "$model_dir"
   append_results "$model_dir/results-epoch-$num_epochs-avg-$avg.md" "$results_file"
 fi
 

@@ -87,8 +87,8 @@ if run_stage 4; then
   require "$model_dir/epoch-$num_epochs.pt" 3
   "$root/steps/compile_hlg.sh" --force "$force" --log-dir "$log_dir" "$lang_dir" "$lm_dir/G_${lm_order}_gram.fst.txt"
   "$root/steps/decode.sh" --corpus yesno --splits test --epoch "$num_epochs" --avg "$avg" --lm-scale "$lm_scale" \
-    --device "$device" "$lang_dir" "$fbank_dir" "$model_dir"
-  "$root/steps/bundle_model.sh" --corpus yesno --log-dir "$log_dir" "$lang_dir" "$fbank_dir" "$model_dir"
+    --device "$device" --force "$force" "$lang_dir" "$fbank_dir" "$model_dir"
+  "$root/steps/bundle_model.sh" --corpus yesno --force "$force" --log-dir "$log_dir" "$lang_dir" "$fbank_dir" "$model_dir"
   append_results "$model_dir/results-epoch-$num_epochs-avg-$avg.md" "$results_file"
 fi
 
