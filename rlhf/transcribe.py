@@ -58,6 +58,8 @@ def load_model_for_decoding(model_dir: Path, checkpoint: Optional[Path], epoch: 
 
 def read_audio(path: Path, sampling_rate: int) -> np.ndarray:
     """Mono float32 samples at ``sampling_rate``; AudioError naming the file when that is impossible."""
+    if path.is_dir():
+        raise AudioError(f"{path} is a directory, not an audio file: give the files in it (e.g. {path}/*.wav)")
     if not path.is_file():
         raise AudioError(f"{path}: no such file")
     try:
@@ -120,13 +122,15 @@ class Transcriber:
 
 
 def lattice_names(paths: Sequence[Path]) -> list[str]:
-    """A distinct lattice file name per audio file: its stem, numbered when stems repeat."""
+    """A distinct lattice name per audio file, valid as a Kaldi scp key (no whitespace): its stem
+    with each run of whitespace replaced by ``_``, numbered when names repeat."""
     names, seen = [], set()
     for p in paths:
-        name, k = p.stem, 1
+        stem = "_".join(p.stem.split()) or "audio"
+        name, k = stem, 1
         while name in seen:
             k += 1
-            name = f"{p.stem}-{k}"
+            name = f"{stem}-{k}"
         seen.add(name)
         names.append(name)
     return names

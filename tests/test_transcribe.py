@@ -105,3 +105,29 @@ def test_lattice_out_needs_a_lattice_method(moved_model, audio_files, tmp_path):
                         str(audio_files["a"]))
     assert result.returncode == 1
     assert "--lattice-out needs a lattice method" in result.stderr
+
+
+def test_directory_is_named_as_a_directory(moved_model, audio_files, tmp_path):
+    """A directory given as audio is reported as one (not "no such file"); the other files are transcribed."""
+    result = transcribe("--model-dir", str(moved_model), str(tmp_path), str(audio_files["a"]))
+    assert result.returncode == 1
+    assert f"{tmp_path} is a directory, not an audio file" in result.stderr
+    assert "no such file" not in result.stderr
+    assert [line.split(" ", 1)[0] for line in result.stdout.splitlines()] == [str(audio_files["a"])]
+
+
+def test_lattice_scp_keys_have_no_whitespace(moved_model, audio_files, tmp_path):
+    """Audio names with spaces give valid scp keys (Kaldi: the key ends at the first whitespace)."""
+    spaced = tmp_path / "audio" / "two  words\there.wav"
+    spaced.parent.mkdir()
+    shutil.copyfile(audio_files["a"], spaced)
+    out = tmp_path / "lats"
+    result = transcribe("--model-dir", str(moved_model), "--method", "ctc-1best", "--lattice-out", str(out),
+                        str(spaced), str(audio_files["a"]))
+    assert result.returncode == 0, result.stderr
+    lines = (out / "lattices.scp").read_text().splitlines()
+    keys = [line.split(maxsplit=1)[0] for line in lines]
+    assert keys[0] == "two_words_here"
+    assert [line.split(maxsplit=1)[1] for line in lines] == [str(spaced), str(audio_files["a"])]
+    for key in keys:
+        assert k2.Fsa.from_dict(torch.load(out / f"{key}.pt")).num_arcs > 0

@@ -9,11 +9,12 @@ The model directory must carry ``lang/`` and ``features.json`` (training writes 
 Audio is read with soundfile (wav, flac, ogg, ...), mixed down to mono (channel mean) and
 resampled to the model's rate when it differs; features are the fbank the model was trained on.
 Each file is decoded on its own, so its transcript does not depend on the other files given.
-A file that cannot be read (missing, corrupt, shorter than 70 ms) is reported by name and
+A file that cannot be read (missing, a directory, corrupt, shorter than 70 ms) is reported by name and
 skipped; the others are still transcribed, and the exit status is 1 at the end.
 
 ``--lattice-out DIR`` writes each file's lattice as ``DIR/<name>.pt`` (``torch.save(lattice.as_dict())``,
-load with ``k2.Fsa.from_dict``; arcs carry ``frame_idx``) and ``DIR/lattices.scp`` (``<name> <audio file>``).
+load with ``k2.Fsa.from_dict``; arcs carry ``frame_idx``) and ``DIR/lattices.scp`` (``<name> <audio file>``);
+``<name>`` is the file's stem with whitespace replaced by ``_`` (a valid scp key), numbered when names repeat.
 """
 
 import argparse
