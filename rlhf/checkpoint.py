@@ -18,6 +18,17 @@ def checkpoint_path(exp_dir: Path, epoch: int) -> Path:
     return Path(exp_dir) / f"epoch-{epoch}.pt"
 
 
+def averaged_checkpoints(exp_dir: Path, epoch: int, avg: int) -> list[Path]:
+    """The checkpoints ``--epoch N --avg K`` names: epochs N-K+1 .. N; ValueError when that range is not
+    within 1 .. N (checked before any file name is made from it)."""
+    if epoch < 1:
+        raise ValueError(f"--epoch must be at least 1, got {epoch}")
+    if not 1 <= avg <= epoch:
+        raise ValueError(f"--avg must be between 1 and --epoch ({epoch}), got {avg}: it averages epochs "
+                         f"N-K+1 .. N of --epoch N --avg K")
+    return [checkpoint_path(exp_dir, e) for e in range(epoch - avg + 1, epoch + 1)]
+
+
 def save_checkpoint(path: Path, model: CtcModel, **extra: Any) -> None:
     """Write atomically: an interrupted save never leaves a truncated epoch-N.pt."""
     state = {"model_config": model.config.to_dict(), "model": model.state_dict(), **extra}
@@ -53,9 +64,7 @@ def load_model(path: Path) -> CtcModel:
 
 def average_checkpoints(exp_dir: Path, epoch: int, avg: int) -> CtcModel:
     """The parameter average of epochs ``epoch-avg+1 .. epoch`` (icefall's --epoch/--avg)."""
-    if avg < 1 or avg > epoch:
-        raise ValueError(f"--avg must be between 1 and --epoch ({epoch}), got {avg}")
-    paths = [checkpoint_path(exp_dir, e) for e in range(epoch - avg + 1, epoch + 1)]
+    paths = averaged_checkpoints(exp_dir, epoch, avg)
     model = load_model(paths[-1])
     config = model.config
     total = {k: v.clone().double() if v.is_floating_point() else v.clone() for k, v in model.state_dict().items()}

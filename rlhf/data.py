@@ -70,6 +70,8 @@ def make_dataloader(cuts: CutSet, max_duration: float, shuffle: bool, seed: int 
     explicit: lhotse would otherwise read it from torchrun's environment and shard a loader
     that one rank must see whole.
     """
+    if not max_duration > 0:
+        raise ValueError(f"--max-duration must be above 0 seconds, got {max_duration}")
     if shuffle:
         sampler = DynamicBucketingSampler(cuts, max_duration=max_duration, shuffle=True, num_buckets=num_buckets,
                                           seed=seed, drop_last=False, world_size=world_size, rank=rank)

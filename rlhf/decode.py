@@ -14,7 +14,7 @@ import torch
 from lhotse import CutSet
 
 from rlhf import distributed
-from rlhf.checkpoint import average_checkpoints, checkpoint_path, load_model
+from rlhf.checkpoint import average_checkpoints, averaged_checkpoints, load_model
 from rlhf.ctc import dense_fsa_vec, greedy_search
 from rlhf.data import batch_inputs, load_cuts, make_dataloader
 from rlhf.graphs import ctc_topo_graph, load_graph, read_symbols
@@ -296,7 +296,7 @@ def decode(lang_dir: Path, fbank_dir: Path, exp_dir: Path, corpus: str, splits: 
     suffix = Path(checkpoint).stem if checkpoint else f"epoch-{epoch}-avg-{avg}"
     table_path = exp_dir / f"results-{suffix}.md"
     cut_paths = [manifest_path(fbank_dir, corpus, "cuts", split) for split in splits]
-    models = [Path(checkpoint)] if checkpoint else [checkpoint_path(exp_dir, e) for e in range(epoch - avg + 1, epoch + 1)]
+    models = [Path(checkpoint)] if checkpoint else averaged_checkpoints(exp_dir, epoch, avg)
     inputs = models + cut_paths + \
         [lang_dir / "tokens.txt"] + ([lang_dir / "HLG.pt"] if "hlg-1best" in methods else [])
     for path in inputs:

@@ -76,6 +76,8 @@ def compute_fbank_split(manifest_dir: Path, fbank_dir: Path, corpus: str, split:
 def compute_fbank(manifest_dir: Path, fbank_dir: Path, corpus: str, splits: Sequence[str], num_jobs: int,
                   num_mel_bins: int = 80, force: bool = False, speed_perturb: bool = False) -> None:
     """Features for every split; with ``speed_perturb`` the ``train`` split gets its 0.9x and 1.1x copies."""
+    if num_jobs < 1:
+        raise ValueError(f"--nj must be above 0, got {num_jobs}")
     inputs = [p for split in splits for p in manifest_paths(manifest_dir, corpus, split)]
     options = {"corpus": corpus, "splits": list(splits), "num_mel_bins": num_mel_bins}
     if speed_perturb:  # recorded only when on, so markers written before the option existed stay valid

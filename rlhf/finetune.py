@@ -13,7 +13,7 @@ from typing import Optional, Sequence
 import torch
 
 from rlhf import distributed
-from rlhf.checkpoint import average_checkpoints, checkpoint_path, model_digest, save_checkpoint
+from rlhf.checkpoint import average_checkpoints, averaged_checkpoints, model_digest, save_checkpoint
 from rlhf.ctc import CtcGraphCompiler
 from rlhf.compare import compare
 from rlhf.decode import METHODS, DevEvaluator, LatticeConfig, decode
@@ -316,7 +316,7 @@ def finetune(lang_dir: Path, fbank_dir: Path, exp_dir: Path, corpus: str, epoch:
     lattice_dir = exp_dir / "lattices"
     train_cuts = manifest_path(fbank_dir, corpus, "cuts", "train")
     dev_cuts = manifest_path(fbank_dir, corpus, "cuts", dev_split)
-    inputs = [checkpoint_path(exp_dir, e) for e in range(epoch - avg + 1, epoch + 1)] + \
+    inputs = averaged_checkpoints(exp_dir, epoch, avg) + \
         [train_cuts, dev_cuts, lang_dir / "tokens.txt", lang_dir / "HLG.pt", lattice_dir / "stats.json"]
     for path in inputs:
         if not path.is_file():

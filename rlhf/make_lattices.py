@@ -14,7 +14,7 @@ import torch
 from lhotse import CutSet
 
 from rlhf import distributed
-from rlhf.checkpoint import average_checkpoints, checkpoint_path, model_digest
+from rlhf.checkpoint import average_checkpoints, averaged_checkpoints, model_digest
 from rlhf.ctc import CtcGraphCompiler, forced_alignments
 from rlhf.data import batch_inputs, load_cuts, make_dataloader, original_cuts
 from rlhf.decode import LatticeConfig, get_lattice, get_texts, lattice_num_arcs, search_graph
@@ -191,7 +191,7 @@ def make_lattices(lang_dir: Path, fbank_dir: Path, exp_dir: Path, corpus: str, s
     cut_paths = [manifest_path(fbank_dir, corpus, "cuts", split) for split in splits]
     lang_files = [lang_dir / "tokens.txt"] + ([lang_dir / "HLG.pt", lang_dir / "words.txt"] if graph_kind == "hlg"
                                               else [])
-    inputs = [checkpoint_path(exp_dir, e) for e in range(epoch - avg + 1, epoch + 1)] + cut_paths + lang_files
+    inputs = averaged_checkpoints(exp_dir, epoch, avg) + cut_paths + lang_files
     for path in inputs:
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found (checkpoints come from stage 3, HLG.pt from stage 4, "

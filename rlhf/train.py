@@ -239,6 +239,8 @@ def train(lang_dir: Path, fbank_dir: Path, exp_dir: Path, corpus: str, model_con
         return
     if ctx.is_main:
         marker.invalidate()
+    if config.num_epochs < 1:
+        raise ValueError(f"--num-epochs must be above 0, got {config.num_epochs}")
     if start_epoch < 1 or start_epoch > config.num_epochs:
         raise ValueError(f"--start-epoch must be between 1 and --num-epochs ({config.num_epochs}), got {start_epoch}")
 

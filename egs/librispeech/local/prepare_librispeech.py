@@ -60,6 +60,8 @@ def check_complete(corpus_dir: Path, part: str, recordings: RecordingSet) -> Non
 
 def prepare(corpus_dir: Optional[Path], download_dir: Path, manifest_dir: Path, train_parts: Sequence[str],
             heldout_parts: Sequence[str], num_jobs: int, force: bool) -> None:
+    if num_jobs < 1:
+        raise ValueError(f"--nj must be above 0, got {num_jobs}")
     parts = list(dict.fromkeys([*train_parts, *heldout_parts]))
     corpus_dir = find_corpus(corpus_dir, download_dir, parts)
     transcripts = sorted(t for p in parts for t in (corpus_dir / p).rglob("*.trans.txt"))
