@@ -85,6 +85,13 @@ def make_dataloader(cuts: CutSet, max_duration: float, shuffle: bool, seed: int 
                       persistent_workers=False)
 
 
+def count_batches(loader: DataLoader) -> int:
+    """The batches ``loader`` gives (this rank's) in the epoch its sampler is set to: the sampler is run
+    over the cut manifest once, reading no features. lhotse's samplers restart from their seed and
+    epoch on every iteration, so the batches that follow are the same."""
+    return sum(1 for _ in loader.sampler)
+
+
 def batch_inputs(batch: dict, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, list[str], list[str]]:
     """Features (N, T, F), frame counts (N,), texts and cut ids, in the batch's order.
 

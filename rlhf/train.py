@@ -21,7 +21,7 @@ from torch.utils.tensorboard import SummaryWriter
 from rlhf import distributed
 from rlhf.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
 from rlhf.ctc import CtcGraphCompiler, ctc_loss, greedy_search
-from rlhf.data import batch_inputs, load_cuts, make_dataloader
+from rlhf.data import batch_inputs, count_batches, load_cuts, make_dataloader
 from rlhf.bundle import bundle_lang
 from rlhf.lang.tokenizer import Tokenizer
 from rlhf.manifests import manifest_path
@@ -302,7 +302,8 @@ def train_epoch(trainer: Trainer, train_loader, dev_loader, epoch: int, tb: Opti
     train_loader.sampler.set_epoch(epoch)
     start = time.time()
     loss_sum, num_batches, skipped = 0.0, 0, 0
-    progress = distributed.progress_bar(desc=f"epoch {epoch}", unit="batch")
+    progress = distributed.progress_bar(desc=f"epoch {epoch}", unit="batch",
+                                        total=count_batches(train_loader) if ctx.is_main else None)
     batches = iter(train_loader)
     while True:
         try:

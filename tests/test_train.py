@@ -1,5 +1,6 @@
 """Stage 3: the k2 CTC loss, training steps, checkpoints and exact resume."""
 
+import json
 import shutil
 
 import pytest
@@ -7,6 +8,7 @@ import torch
 
 from batches import make_batch, make_word_lang
 from conftest import TINY_OPTIONS, run_recipe
+from rlhf import distributed
 from rlhf.checkpoint import average_checkpoints, checkpoint_path, load_checkpoint, load_model, save_checkpoint
 from rlhf.ctc import CtcGraphCompiler, ctc_loss, greedy_search
 from rlhf.data import batch_inputs, load_cuts, make_dataloader
@@ -149,3 +151,28 @@ def test_resume_with_other_training_options_names_them(tiny_recipe, tmp_path):
     config = TrainConfig(**{**saved["train_config"], "lr": 0.5, "num_epochs": 3})
     with pytest.raises(ValueError, match=r"--lr: checkpoint has .*, options say 0.5"):
         train(lang, fbank, exp, "synth", model_config, config, start_epoch=2, device_name="cpu")
+
+
+def recorded_progress_bars(monkeypatch) -> list:
+    """Every bar rlhf.distributed.progress_bar makes from now on, kept for inspection."""
+    bars, real = [], distributed.progress_bar
+
+    def recording(*args, **kwargs):
+        bars.append(real(*args, **kwargs))
+        return bars[-1]
+
+    monkeypatch.setattr(distributed, "progress_bar", recording)
+    return bars
+
+
+def test_epoch_progress_bar_counts_to_the_epochs_batches(tiny_recipe, tmp_path, monkeypatch):
+    """The stage-3 bar has a total, the batches the sampler gives (issue 17, item 14)."""
+    bars = recorded_progress_bars(monkeypatch)
+    lang, fbank = tiny_recipe.data_dir / "lang_bpe_50", tiny_recipe.data_dir / "fbank"
+    config = TrainConfig(num_epochs=2, max_duration=15, warmup_steps=5)
+    train(lang, fbank, tmp_path / "exp", "synth", ModelConfig(vocab_size=50, **TINY_MODEL), config,
+          device_name="cpu")
+    history = json.loads((tmp_path / "exp" / "metrics.json").read_text())
+    epoch_bars = [bar for bar in bars if bar.desc.startswith("epoch")]
+    assert [(bar.total, bar.n) for bar in epoch_bars] == [(h["num_batches"], h["num_batches"]) for h in history]
+    assert history[0]["num_batches"] > 1
