@@ -11,7 +11,7 @@ from typing import Any, Optional
 import torch
 
 from rlhf.model import CtcModel, ModelConfig
-from rlhf.stage import atomic_output
+from rlhf.stage import save_torch
 
 
 def checkpoint_path(exp_dir: Path, epoch: int) -> Path:
@@ -32,8 +32,7 @@ def averaged_checkpoints(exp_dir: Path, epoch: int, avg: int) -> list[Path]:
 def save_checkpoint(path: Path, model: CtcModel, **extra: Any) -> None:
     """Write atomically: an interrupted save never leaves a truncated epoch-N.pt."""
     state = {"model_config": model.config.to_dict(), "model": model.state_dict(), **extra}
-    with atomic_output(path) as tmp:
-        torch.save(state, tmp)
+    save_torch(state, path)
 
 
 def load_checkpoint(path: Path, expected: Optional[ModelConfig] = None) -> dict:

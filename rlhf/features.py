@@ -14,7 +14,7 @@ from lhotse import CutSet, Fbank, FbankConfig, LilcomChunkyWriter, load_manifest
 from tqdm import tqdm
 
 from rlhf.manifests import manifest_path
-from rlhf.stage import StageMarker, atomic_output
+from rlhf.stage import StageMarker, write_manifest
 
 
 def manifest_paths(manifest_dir: Path, corpus: str, split: str) -> tuple[Path, Path]:
@@ -68,8 +68,7 @@ def compute_fbank_split(manifest_dir: Path, fbank_dir: Path, corpus: str, split:
     jobs = [(chunk, storage / f"feats-{i:03d}", config) for i, chunk in enumerate(chunks)]
     with ProcessPoolExecutor(num_jobs, mp_context=multiprocessing.get_context("fork")) as pool:
         done = list(tqdm(pool.map(_extract, jobs), total=len(jobs), desc=f"fbank {split}"))
-    with atomic_output(cuts_path) as tmp:
-        CutSet.from_cuts(c for chunk in done for c in chunk).to_file(tmp)
+    write_manifest(CutSet.from_cuts(c for chunk in done for c in chunk), cuts_path)
     return cuts_path
 
 

@@ -24,7 +24,7 @@ from rlhf.manifests import manifest_path
 from rlhf.model import CtcModel
 from rlhf.rl.sequence_objective import CURVATURES, OBJECTIVES, SequenceObjective
 from rlhf.rl.values import REWARD_MODES
-from rlhf.stage import StageMarker, atomic_output, file_digest
+from rlhf.stage import StageMarker, atomic_output, file_digest, save_torch
 
 OPTIMIZERS = ("hf", "adam")
 
@@ -171,8 +171,7 @@ class Finetuner:
             return
         state = {"options": self.config.run_options(), "model": self.model.state_dict(),
                  "optimizer": self.optimizer.state_dict(), "progress": asdict(self.progress)}
-        with atomic_output(self.out_dir / "state.pt") as tmp:
-            torch.save(state, tmp)
+        save_torch(state, self.out_dir / "state.pt")
         with atomic_output(self.out_dir / "progress.json") as tmp:
             tmp.write_text(json.dumps({"options": asdict(self.config), **asdict(self.progress)}, indent=2) + "\n")
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from lhotse import RecordingSet, SupervisionSet, validate_recordings_and_supervisions
 
-from rlhf.stage import atomic_output
+from rlhf.stage import write_manifest
 
 SPLITS = ("train", "dev", "test")
 
@@ -22,5 +22,4 @@ def write_split_manifests(directory: Path, corpus: str, split: str, recordings: 
     """
     validate_recordings_and_supervisions(recordings, supervisions)
     for kind, manifest in (("recordings", recordings), ("supervisions", supervisions)):
-        with atomic_output(manifest_path(directory, corpus, kind, split)) as tmp:
-            manifest.to_file(tmp)  # the temporary name keeps the .jsonl.gz that selects the format
+        write_manifest(manifest, manifest_path(directory, corpus, kind, split))

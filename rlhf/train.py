@@ -27,7 +27,7 @@ from rlhf.lang.tokenizer import Tokenizer
 from rlhf.manifests import manifest_path
 from rlhf.model import CtcModel, ModelConfig, num_parameters
 from rlhf.scoring import Utterance, compute_wer
-from rlhf.stage import StageMarker, atomic_output
+from rlhf.stage import StageMarker, atomic_output, record_timings
 
 
 @dataclass
@@ -57,7 +57,7 @@ class EpochStats:
     train_loss: float             # per output frame
     dev_loss: float
     dev_wer: float                # greedy CTC, percent
-    seconds: float
+    seconds: float                # in timings.json, not in the saved history (saved_history)
     num_batches: int              # training steps (each of world_size batches, one per rank)
     num_skipped: int              # steps with a non-finite loss or gradient
     lr: float
@@ -256,7 +256,7 @@ def train(lang_dir: Path, fbank_dir: Path, exp_dir: Path, corpus: str, model_con
         check_resumable(checkpoint_path(exp_dir, start_epoch - 1), state["train_config"], config)
         model.load_state_dict(state["model"])
         trainer.load_state_dict(state["trainer"])
-        history = [EpochStats(**h) for h in state["history"]]
+        history = [EpochStats(**{"seconds": 0.0, **h}) for h in state["history"]]
         logging.info("Resuming from %s (step %d)", checkpoint_path(exp_dir, start_epoch - 1), trainer.step)
     elif ctx.is_main and checkpoint_path(exp_dir, 1).is_file():
         logging.warning("%s has checkpoints of an earlier run; starting over (resume with --start-epoch N)", exp_dir)
@@ -278,7 +278,8 @@ def train(lang_dir: Path, fbank_dir: Path, exp_dir: Path, corpus: str, model_con
             history.append(stats)
             if ctx.is_main:
                 save_checkpoint(checkpoint_path(exp_dir, epoch), model, trainer=trainer.state_dict(),
-                                train_config=vars(config), history=[vars(h) for h in history])
+                                train_config=vars(config), history=saved_history(history))
+                record_timings(exp_dir, f"train-epoch-{epoch}", {"seconds": stats.seconds})
                 logging.info("Wrote %s", checkpoint_path(exp_dir, epoch))
     if ctx.is_main:
         write_history(exp_dir, history)
@@ -342,10 +343,16 @@ def train_epoch(trainer: Trainer, train_loader, dev_loader, epoch: int, tb: Opti
     return stats
 
 
+def saved_history(history: list[EpochStats]) -> list[dict]:
+    """The history as checkpoints and metrics.json keep it: without the epochs' seconds (timings.json),
+    so that the same run gives the same bytes."""
+    return [{k: v for k, v in vars(h).items() if k != "seconds"} for h in history]
+
+
 def write_history(exp_dir: Path, history: list[EpochStats]) -> None:
     """``metrics.json`` and ``training-curve.png`` (loss and dev WER per epoch)."""
     with atomic_output(exp_dir / "metrics.json") as tmp:
-        tmp.write_text(json.dumps([vars(h) for h in history], indent=2) + "\n")
+        tmp.write_text(json.dumps(saved_history(history), indent=2) + "\n")
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

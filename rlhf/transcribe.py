@@ -19,11 +19,11 @@ from rlhf.corpus.acoustics import resample
 from rlhf.ctc import greedy_search
 from rlhf.decode import Decoder, LatticeConfig, get_lattice, get_texts, lattice_num_arcs
 from rlhf.bundle import FeatureConfig
-from rlhf.graphs import load_graph, read_symbols
+from rlhf.graphs import fsa_to_dict, load_graph, read_symbols
 from rlhf.lang.compile_hlg import HLG_NAME
 from rlhf.lang.tokenizer import Tokenizer
 from rlhf.model import CtcModel
-from rlhf.stage import atomic_output
+from rlhf.stage import atomic_output, save_torch
 
 # Fewest fbank frames the model's 4x subsampling turns into at least one output frame.
 MIN_FRAMES = 7
@@ -286,8 +286,7 @@ def transcribe_files(transcriber: Transcriber, paths: Sequence[Path], lattice_di
             continue
         print(f"{path} {' '.join(result.words)}".rstrip(), flush=True)
         if lattice_dir is not None:
-            with atomic_output(lattice_dir / f"{name}.pt") as tmp:
-                torch.save(result.lattice.to("cpu").as_dict(), tmp)
+            save_torch(fsa_to_dict(result.lattice.to("cpu")), lattice_dir / f"{name}.pt")
             index.append(f"{name} {path}\n")
     if lattice_dir is not None:
         with atomic_output(lattice_dir / "lattices.scp") as tmp:
