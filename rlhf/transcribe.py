@@ -101,9 +101,10 @@ def _quietest_cut(samples: np.ndarray, rate: int) -> int:
 
 def chunk_bounds(total: int, rate: int, chunk_seconds: float, quietest=None) -> list[tuple[int, int]]:
     """(start, end) sample ranges that cover ``total`` samples: chunks of at most ``chunk_seconds``,
-    the last of at most ``chunk_seconds`` + CHUNK_TAIL_SECONDS; each but the last ends at
-    ``quietest(start, end)``'s cut within its last CUT_WINDOW_SECONDS (a quarter of the chunk when
-    that is less). ``chunk_seconds`` 0: one chunk."""
+    the last of at most ``chunk_seconds`` + CHUNK_TAIL_SECONDS; each but the last ends within its
+    last CUT_WINDOW_SECONDS (a quarter of the chunk when that is less), ``quietest(lo, hi)`` samples
+    after ``lo`` (the quietest point of samples lo .. hi; without it, at the chunk's full length).
+    ``chunk_seconds`` 0: one chunk."""
     if chunk_seconds <= 0:
         return [(0, total)]
     size = max(1, int(chunk_seconds * rate))
