@@ -138,8 +138,8 @@ if run_stage 4; then
   "$here/steps/compile_hlg.sh" --force "$force" --log-dir "$log_dir" "$lang_dir" "$lm_dir/G_${lm_order}_gram.fst.txt"
   "$here/steps/decode.sh" --epoch "$epoch" --avg "$avg" --search-beam "$search_beam" \
     --output-beam "$output_beam" --max-active-states "$max_active_states" --lm-scale "$lm_scale" \
-    --device "$device" "$lang_dir" "$fbank_dir" "$model_dir"
-  "$here/steps/bundle_model.sh" --log-dir "$log_dir" "$lang_dir" "$fbank_dir" "$model_dir"
+    --device "$device" --force "$force" "$lang_dir" "$fbank_dir" "$model_dir"
+  "$here/steps/bundle_model.sh" --force "$force" --log-dir "$log_dir" "$lang_dir" "$fbank_dir" "$model_dir"
   append_results "$model_dir/results-epoch-$epoch-avg-$avg.md" "$results_file"
   log "Stage 4 done: recogs-*, errs-*, wer-summary-* under $model_dir/<method>/"
 fi

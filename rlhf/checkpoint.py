@@ -14,7 +14,7 @@ from typing import Any, Optional
 import torch
 
 from rlhf.model import CtcModel, ModelConfig
-from rlhf.stage import atomic_output
+from rlhf.stage import save_torch
 
 
 def checkpoint_path(exp_dir: Path, epoch: int) -> Path:
@@ -55,13 +55,21 @@ def set_aside_checkpoints(exp_dir: Path, first_epoch: int) -> list[Path]:
                     "to continue a run instead, use --start-epoch N)", exp_dir,
                     f"{{{epochs[0]}..{epochs[-1]}}}" if len(epochs) > 1 else epochs[0], aside)
     return moved
+def averaged_checkpoints(exp_dir: Path, epoch: int, avg: int) -> list[Path]:
+    """The checkpoints ``--epoch N --avg K`` names: epochs N-K+1 .. N; ValueError when that range is not
+    within 1 .. N (checked before any file name is made from it)."""
+    if epoch < 1:
+        raise ValueError(f"--epoch must be at least 1, got {epoch}")
+    if not 1 <= avg <= epoch:
+        raise ValueError(f"--avg must be between 1 and --epoch ({epoch}), got {avg}: it averages epochs "
+                         f"N-K+1 .. N of --epoch N --avg K")
+    return [checkpoint_path(exp_dir, e) for e in range(epoch - avg + 1, epoch + 1)]
 
 
 def save_checkpoint(path: Path, model: CtcModel, **extra: Any) -> None:
     """Write atomically: an interrupted save never leaves a truncated epoch-N.pt."""
     state = {"model_config": model.config.to_dict(), "model": model.state_dict(), **extra}
-    with atomic_output(path) as tmp:
-        torch.save(state, tmp)
+    save_torch(state, path)
 
 
 def load_checkpoint(path: Path, expected: Optional[ModelConfig] = None) -> dict:
@@ -92,9 +100,7 @@ def load_model(path: Path) -> CtcModel:
 
 def average_checkpoints(exp_dir: Path, epoch: int, avg: int) -> CtcModel:
     """The parameter average of epochs ``epoch-avg+1 .. epoch`` (icefall's --epoch/--avg)."""
-    if avg < 1 or avg > epoch:
-        raise ValueError(f"--avg must be between 1 and --epoch ({epoch}), got {avg}")
-    paths = [checkpoint_path(exp_dir, e) for e in range(epoch - avg + 1, epoch + 1)]
+    paths = averaged_checkpoints(exp_dir, epoch, avg)
     model = load_model(paths[-1])
     earlier = [load_checkpoint(p, expected=model.config)["model"] for p in paths[:-1]]
     model.load_state_dict(average_states(model.state_dict(), earlier))

@@ -10,6 +10,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
+from rlhf.log import describe_error, is_user_os_error
 
 
 def str2bool(value: str) -> bool:
@@ -98,9 +99,18 @@ def dataclass_from_args(cls: type, args: argparse.Namespace, prefix: str = "",
     return cls(**{f.name: getattr(args, prefix + f.name) for f in fields(cls) if keep is None or f.name in keep})
 
 
-# Errors a user can fix (bad input, missing files, a directory in the way): one clear log
-# line and exit status 1, not a traceback.
+# Errors a user can fix (bad input, missing files, a directory in the way, an output directory
+# that cannot be written): one clear log line and exit status 1, not a traceback.
 USER_ERRORS = (FileNotFoundError, FileExistsError, ValueError)
+
+
+def check_positive(args: argparse.Namespace, *names: str) -> None:
+    """ValueError naming the first of these options whose value is not above 0 (``--max-duration 0``,
+    say). Programs call it first, before a stage marker is touched."""
+    for name in names:
+        value = getattr(args, name)
+        if value is not None and not value > 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be above 0, got {value}")
 
 
 def add_distributed_options(parser: argparse.ArgumentParser) -> None:
@@ -127,5 +137,10 @@ def run_step(step: Callable[[], None], dist_timeout: Optional[float] = None, dev
         if dist_timeout is not None:
             distributed.shutdown()
     except USER_ERRORS as e:
-        logging.error("%s", e)
+        logging.error("%s", describe_error(e))
+        raise SystemExit(1)
+    except OSError as e:
+        if not is_user_os_error(e):
+            raise
+        logging.error("%s", describe_error(e))
         raise SystemExit(1)

@@ -70,6 +70,8 @@ def make_dataloader(cuts: CutSet, max_duration: float, shuffle: bool, seed: int 
     explicit: lhotse would otherwise read it from torchrun's environment and shard a loader
     that one rank must see whole.
     """
+    if not max_duration > 0:
+        raise ValueError(f"--max-duration must be above 0 seconds, got {max_duration}")
     if shuffle:
         sampler = DynamicBucketingSampler(cuts, max_duration=max_duration, shuffle=True, num_buckets=num_buckets,
                                           seed=seed, drop_last=False, world_size=world_size, rank=rank)
@@ -81,6 +83,13 @@ def make_dataloader(cuts: CutSet, max_duration: float, shuffle: bool, seed: int 
     dataset = K2SpeechRecognitionDataset(return_cuts=True, input_transforms=transforms)
     return DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=num_workers,
                       persistent_workers=False)
+
+
+def count_batches(loader: DataLoader) -> int:
+    """The batches ``loader`` gives (this rank's) in the epoch its sampler is set to: the sampler is run
+    over the cut manifest once, reading no features. lhotse's samplers restart from their seed and
+    epoch on every iteration, so the batches that follow are the same."""
+    return sum(1 for _ in loader.sampler)
 
 
 def batch_inputs(batch: dict, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, list[str], list[str]]:

@@ -15,7 +15,7 @@ import torch
 from lhotse import CutSet
 
 from rlhf import distributed
-from rlhf.checkpoint import average_checkpoints, checkpoint_path, load_model
+from rlhf.checkpoint import average_checkpoints, averaged_checkpoints, load_model
 from rlhf.ctc import dense_fsa_vec, greedy_search
 from rlhf.data import batch_inputs, load_cuts, make_dataloader
 from rlhf.graphs import ctc_topo_graph, load_graph, read_symbols
@@ -24,7 +24,7 @@ from rlhf.manifests import manifest_path
 from rlhf.model import CtcModel, pick_device
 from rlhf.scoring import (Utterance, WerStats, compute_wer, oracle_hypothesis, write_errs, write_recogs,
                            write_wer_summary)
-from rlhf.stage import StageMarker, atomic_output
+from rlhf.stage import StageMarker, atomic_output, record_timings
 
 METHODS = ("ctc-greedy", "ctc-1best", "hlg-1best")
 
@@ -247,16 +247,15 @@ class DevEvaluator:
         return compute_wer([u for utts in distributed.gather_objects(results["hlg-1best"].utts) for u in utts]).wer
 
 
-def write_method_outputs(out_dir: Path, split: str, suffix: str, result: MethodResult,
-                         audio_seconds: float, nnet_seconds: float) -> dict:
-    """Kaldi-style files of one method on one split; returns its row of the results table."""
+def write_method_outputs(out_dir: Path, split: str, suffix: str, result: MethodResult) -> dict:
+    """Kaldi-style files of one method on one split; returns its row of the results table (no timing:
+    see method_timing)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     stats = compute_wer(result.utts)
     write_recogs(out_dir / f"recogs-{split}-{suffix}.txt", result.utts)
     write_errs(out_dir / f"errs-{split}-{suffix}.txt", result.utts, stats)
     write_wer_summary(out_dir / f"wer-summary-{split}-{suffix}.txt", {out_dir.name: stats})
-    row = {"wer": stats.wer, "summary": stats.summary_line(),
-           "rtf": (result.seconds + nnet_seconds) / max(audio_seconds, 1e-9)}
+    row = {"wer": stats.wer, "summary": stats.summary_line()}
     if result.oracle_utts:
         oracle = compute_wer(result.oracle_utts)
         row.update(oracle_wer=oracle.wer, arcs_per_frame=result.num_arcs / max(result.num_frames, 1),
@@ -274,8 +273,16 @@ def write_method_outputs(out_dir: Path, split: str, suffix: str, result: MethodR
     return row
 
 
-def results_table(rows: dict[str, dict[str, dict]], splits: Sequence[str], suffix: str) -> str:
-    """Markdown table: one row per method, WER / oracle / arcs per frame / RTF per split."""
+def method_timing(result: MethodResult, audio_seconds: float, nnet_seconds: float) -> dict:
+    """The real-time factor of one method on one split (search and network forward over audio seconds)."""
+    return {"rtf": (result.seconds + nnet_seconds) / max(audio_seconds, 1e-9), "search_seconds": result.seconds,
+            "nnet_seconds": nnet_seconds, "audio_seconds": audio_seconds}
+
+
+def results_table(rows: dict[str, dict[str, dict]], splits: Sequence[str], suffix: str,
+                  timings: dict[str, dict[str, dict]]) -> str:
+    """Markdown table: one row per method, WER / oracle / arcs per frame per split, and the RTF
+    (measured: ``timings``, as in timings.json) of the last split."""
     header = ["method"] + [f"{s} {col}" for s in splits for col in ("WER", "oracle WER")] + ["arcs/frame", "RTF"]
     lines = [f"Decoding results ({suffix}); oracle = best of the 1-best and the lattice's n-best list.", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -285,7 +292,8 @@ def results_table(rows: dict[str, dict[str, dict]], splits: Sequence[str], suffi
             r = by_split[s]
             cells += [f"{r['wer']:.2f}", f"{r['oracle_wer']:.2f}" if "oracle_wer" in r else "-"]
         last = by_split[splits[-1]]
-        cells += [f"{last['arcs_per_frame']:.1f}" if "arcs_per_frame" in last else "-", f"{last['rtf']:.4f}"]
+        cells += [f"{last['arcs_per_frame']:.1f}" if "arcs_per_frame" in last else "-",
+                  f"{timings[method][splits[-1]]['rtf']:.4f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -305,7 +313,7 @@ def decode(lang_dir: Path, fbank_dir: Path, exp_dir: Path, corpus: str, splits: 
     suffix = Path(checkpoint).stem if checkpoint else f"epoch-{epoch}-avg-{avg}"
     table_path = exp_dir / f"results-{suffix}.md"
     cut_paths = [manifest_path(fbank_dir, corpus, "cuts", split) for split in splits]
-    models = [Path(checkpoint)] if checkpoint else [checkpoint_path(exp_dir, e) for e in range(epoch - avg + 1, epoch + 1)]
+    models = [Path(checkpoint)] if checkpoint else averaged_checkpoints(exp_dir, epoch, avg)
     inputs = models + cut_paths + \
         [lang_dir / "tokens.txt"] + ([lang_dir / "HLG.pt"] if "hlg-1best" in methods else [])
     for path in inputs:
@@ -326,17 +334,19 @@ def decode(lang_dir: Path, fbank_dir: Path, exp_dir: Path, corpus: str, splits: 
         hlg, word_table = load_graph(lang_dir / "HLG.pt", device), read_symbols(lang_dir / "words.txt")
     decoder = Decoder(model, tokenizer, methods, config, device, hlg, word_table)
     rows: dict[str, dict[str, dict]] = {m: {} for m in methods}
+    timings: dict[str, dict[str, dict]] = {m: {} for m in methods}
     for split, cuts_path in zip(splits, cut_paths):
         cuts = load_cuts(cuts_path)
         loader = make_dataloader(cuts, max_duration, shuffle=False)
         results, audio_seconds, nnet_seconds = decode_split(decoder, loader, split)
         for method in methods:
-            rows[method][split] = write_method_outputs(exp_dir / method, split, suffix, results[method],
-                                                       audio_seconds, nnet_seconds)
+            rows[method][split] = write_method_outputs(exp_dir / method, split, suffix, results[method])
+            timings[method][split] = method_timing(results[method], audio_seconds, nnet_seconds)
+    record_timings(exp_dir, f"decode-{suffix}", timings)
     with atomic_output(exp_dir / f"results-{suffix}.json") as tmp:
         tmp.write_text(json.dumps({"lattice_config": asdict(config), "rows": rows}, indent=2) + "\n")
     with atomic_output(table_path) as tmp:
-        tmp.write_text(results_table(rows, splits, suffix))
+        tmp.write_text(results_table(rows, splits, suffix, timings))
     marker.write()
     return table_path
 

@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from rlhf.manifests import check_disjoint_splits, manifest_path
 from rlhf.model import MIN_INPUT_FRAMES
-from rlhf.stage import StageMarker, atomic_output
+from rlhf.stage import StageMarker, write_manifest
 
 
 def manifest_paths(manifest_dir: Path, corpus: str, split: str) -> tuple[Path, Path]:
@@ -97,14 +97,15 @@ def compute_fbank_split(manifest_dir: Path, fbank_dir: Path, corpus: str, split:
     jobs = [(chunk, storage / f"feats-{i:03d}", config) for i, chunk in enumerate(chunks)]
     with ProcessPoolExecutor(num_jobs, mp_context=multiprocessing.get_context("fork")) as pool:
         done = list(tqdm(pool.map(_extract, jobs), total=len(jobs), desc=f"fbank {split}"))
-    with atomic_output(cuts_path) as tmp:
-        CutSet.from_cuts(c for chunk in done for c in chunk).to_file(tmp)
+    write_manifest(CutSet.from_cuts(c for chunk in done for c in chunk), cuts_path)
     return cuts_path
 
 
 def compute_fbank(manifest_dir: Path, fbank_dir: Path, corpus: str, splits: Sequence[str], num_jobs: int,
                   num_mel_bins: int = 80, force: bool = False, speed_perturb: bool = False) -> None:
     """Features for every split; with ``speed_perturb`` the ``train`` split gets its 0.9x and 1.1x copies."""
+    if num_jobs < 1:
+        raise ValueError(f"--nj must be above 0, got {num_jobs}")
     inputs = [p for split in splits for p in manifest_paths(manifest_dir, corpus, split)]
     options = {"corpus": corpus, "splits": list(splits), "num_mel_bins": num_mel_bins}
     if speed_perturb:  # recorded only when on, so markers written before the option existed stay valid

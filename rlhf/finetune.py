@@ -13,7 +13,7 @@ from typing import Optional, Sequence
 import torch
 
 from rlhf import distributed
-from rlhf.checkpoint import average_checkpoints, checkpoint_path, model_digest, save_checkpoint
+from rlhf.checkpoint import average_checkpoints, averaged_checkpoints, model_digest, save_checkpoint
 from rlhf.ctc import CtcGraphCompiler
 from rlhf.compare import compare
 from rlhf.decode import METHODS, DevEvaluator, LatticeConfig, decode
@@ -24,7 +24,7 @@ from rlhf.manifests import manifest_path
 from rlhf.model import CtcModel
 from rlhf.rl.sequence_objective import CURVATURES, OBJECTIVES, SequenceObjective
 from rlhf.rl.values import REWARD_MODES
-from rlhf.stage import StageMarker, atomic_output, file_digest
+from rlhf.stage import StageMarker, atomic_output, file_digest, save_torch
 
 OPTIMIZERS = ("hf", "adam")
 
@@ -171,8 +171,7 @@ class Finetuner:
             return
         state = {"options": self.config.run_options(), "model": self.model.state_dict(),
                  "optimizer": self.optimizer.state_dict(), "progress": asdict(self.progress)}
-        with atomic_output(self.out_dir / "state.pt") as tmp:
-            torch.save(state, tmp)
+        save_torch(state, self.out_dir / "state.pt")
         with atomic_output(self.out_dir / "progress.json") as tmp:
             tmp.write_text(json.dumps({"options": asdict(self.config), **asdict(self.progress)}, indent=2) + "\n")
 
@@ -211,18 +210,22 @@ class Finetuner:
             self.evaluate()  # the starting point (the baseline)
             self.save_state()
         last_eval_seconds = self.progress.history[-1]["seconds"]
-        bar = distributed.progress_bar(total=self.config.max_iters, initial=self.progress.iteration,
-                                       desc=self.config.name, unit="iter")
+        bar = self.progress_bar()
         while not self.done():
             start = time.time()
             loss = self.hf_iteration() if self.config.optimizer == "hf" else self.adam_update()
             # Every rank computed the same step; rank 0's copy is the one, so ranks never drift.
             distributed.broadcast_parameters(self.objective.params)
             # Rank 0's clock decides time budgets and evaluation for all ranks.
-            self.progress.seconds += distributed.broadcast_object(time.time() - start)
+            seconds = distributed.broadcast_object(time.time() - start)
+            self.progress.seconds += seconds
             self.progress.iteration += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss:.4f}")
+            if self.config.time_budget > 0:
+                bar.update(min(seconds, bar.total - bar.n))
+                bar.set_postfix(iter=self.progress.iteration, loss=f"{loss:.4f}")
+            else:
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.4f}")
             interval = self.config.eval_interval
             if (self.progress.iteration % self.config.eval_every == 0 or self.done()
                     or (interval > 0 and self.progress.seconds - last_eval_seconds >= interval)):
@@ -231,6 +234,16 @@ class Finetuner:
             self.save_state()
         bar.close()
         return self.progress
+
+    def progress_bar(self):
+        """What bounds the run: seconds of ``--time-budget`` when there is one (the iterations then
+        follow the bar), else ``--max-iters`` iterations."""
+        c, p = self.config, self.progress
+        if c.time_budget > 0:
+            return distributed.progress_bar(
+                total=c.time_budget, initial=min(p.seconds, c.time_budget), desc=c.name, unit="s",
+                bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s of the time budget [{elapsed}<{remaining}{postfix}]")
+        return distributed.progress_bar(total=c.max_iters, initial=p.iteration, desc=c.name, unit="iter")
 
     # -- one step of each optimizer ----------------------------------------------------------
     def hf_iteration(self) -> float:
@@ -317,7 +330,7 @@ def finetune(lang_dir: Path, fbank_dir: Path, exp_dir: Path, corpus: str, epoch:
     lattice_dir = exp_dir / "lattices"
     train_cuts = manifest_path(fbank_dir, corpus, "cuts", "train")
     dev_cuts = manifest_path(fbank_dir, corpus, "cuts", dev_split)
-    inputs = [checkpoint_path(exp_dir, e) for e in range(epoch - avg + 1, epoch + 1)] + \
+    inputs = averaged_checkpoints(exp_dir, epoch, avg) + \
         [train_cuts, dev_cuts, lang_dir / "tokens.txt", lang_dir / "HLG.pt", lattice_dir / "stats.json"]
     for path in inputs:
         if not path.is_file():

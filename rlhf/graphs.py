@@ -21,7 +21,7 @@ from typing import Union
 import k2
 import torch
 
-from rlhf.stage import atomic_output
+from rlhf.stage import save_torch
 
 Lexicon = list[tuple[str, list[str]]]
 DISAMBIG_PREFIX = "#"
@@ -200,10 +200,17 @@ def compile_hlg(lang_dir: Path, g_path: Path, modified_ctc_topo: bool = False) -
     return compose_hlg(H, LG)
 
 
+def fsa_to_dict(fsa: k2.Fsa) -> dict:
+    """``fsa.as_dict()`` with its attributes in name order. k2 keeps them in the order they were set,
+    which after its operations can depend on the process (set iteration under hash randomization), so
+    the same FSA saved twice could differ in bytes. ``k2.Fsa.from_dict`` reads it as usual."""
+    d = fsa.as_dict()
+    return {"arcs": d.pop("arcs"), **{name: d[name] for name in sorted(d)}}
+
+
 def save_graph(fsa: k2.Fsa, path: Path) -> None:
     """torch.save the FSA's dict, atomically: a crash never leaves a truncated graph."""
-    with atomic_output(Path(path)) as tmp:
-        torch.save(fsa.as_dict(), tmp)
+    save_torch(fsa_to_dict(fsa), Path(path))
 
 
 def load_graph(path: Path, device: Union[str, torch.device] = "cpu") -> k2.Fsa:

@@ -15,7 +15,8 @@ from typing import Any
 import k2
 import torch
 
-from rlhf.stage import atomic_output
+from rlhf.graphs import fsa_to_dict
+from rlhf.stage import save_torch
 
 
 @dataclass
@@ -31,11 +32,10 @@ class LatticeShard:
     def save(self, path: Path) -> None:
         lengths = torch.tensor([len(a) for a in self.alignments], dtype=torch.int64)
         flat = torch.cat(self.alignments).to(torch.int32) if self.alignments else torch.zeros(0, dtype=torch.int32)
-        state = {"lattice": self.lattice.to("cpu").as_dict(), "cut_ids": self.cut_ids, "texts": self.texts,
+        state = {"lattice": fsa_to_dict(self.lattice.to("cpu")), "cut_ids": self.cut_ids, "texts": self.texts,
                  "references": self.references, "alignments": flat, "alignment_lengths": lengths,
                  "num_frames": self.num_frames, "meta": self.meta}
-        with atomic_output(path) as tmp:
-            torch.save(state, tmp)
+        save_torch(state, path)
 
     @staticmethod
     def load(path: Path, device: torch.device = torch.device("cpu")) -> "LatticeShard":

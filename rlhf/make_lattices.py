@@ -14,7 +14,7 @@ import torch
 from lhotse import CutSet
 
 from rlhf import distributed
-from rlhf.checkpoint import average_checkpoints, checkpoint_path, model_digest
+from rlhf.checkpoint import average_checkpoints, averaged_checkpoints, model_digest
 from rlhf.ctc import CtcGraphCompiler, forced_alignments
 from rlhf.data import batch_inputs, load_cuts, make_dataloader, original_cuts
 from rlhf.decode import LatticeConfig, get_lattice, get_texts, lattice_num_arcs, search_graph
@@ -25,7 +25,7 @@ from rlhf.manifests import manifest_path
 from rlhf.model import CtcModel
 from rlhf.rl.rewards import edit_distance
 from rlhf.rl.values import oracle_errors
-from rlhf.stage import StageMarker, atomic_output, file_digest
+from rlhf.stage import StageMarker, atomic_output, file_digest, record_timings
 
 GRAPHS = ("hlg", "ctc")
 
@@ -49,18 +49,23 @@ class LatticeStats:
             setattr(self, name, getattr(self, name) + value)
 
     def summary(self) -> dict:
-        return {**asdict(self),
+        """The counts and rates of stats.json (no timing: see ``timing``)."""
+        counts = {k: v for k, v in asdict(self).items() if k != "seconds"}
+        return {**counts,
                 "arcs_per_frame": self.num_arcs / max(self.num_frames, 1),
                 "onebest_wer": 100.0 * self.onebest_errors / max(self.ref_words, 1),
-                "oracle_wer": 100.0 * self.oracle_errors / max(self.ref_words, 1),
-                "frames_per_second": self.num_frames / max(self.seconds, 1e-9)}
+                "oracle_wer": 100.0 * self.oracle_errors / max(self.ref_words, 1)}
+
+    def timing(self) -> dict:
+        """What timings.json keeps of it."""
+        return {"seconds": self.seconds, "frames_per_second": self.num_frames / max(self.seconds, 1e-9)}
 
     def log_line(self) -> str:
         s = self.summary()
         return (f"{s['num_utts']} lattices, {s['arcs_per_frame']:.1f} arcs/frame, 1-best WER {s['onebest_wer']:.2f}%, "
                 f"oracle WER {s['oracle_wer']:.2f}%, {self.num_empty} empty, {self.num_unaligned} unaligned, "
                 f"{self.num_oov_words} OOV words, "
-                f"{s['frames_per_second']:.0f} frames/s")
+                f"{self.timing()['frames_per_second']:.0f} frames/s")
 
 
 class LatticeMaker:
@@ -192,7 +197,7 @@ def make_lattices(lang_dir: Path, fbank_dir: Path, exp_dir: Path, corpus: str, s
     cut_paths = [manifest_path(fbank_dir, corpus, "cuts", split) for split in splits]
     lang_files = [lang_dir / "tokens.txt"] + ([lang_dir / "HLG.pt", lang_dir / "words.txt"] if graph_kind == "hlg"
                                               else [])
-    inputs = [checkpoint_path(exp_dir, e) for e in range(epoch - avg + 1, epoch + 1)] + cut_paths + lang_files
+    inputs = averaged_checkpoints(exp_dir, epoch, avg) + cut_paths + lang_files
     for path in inputs:
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found (checkpoints come from stage 3, HLG.pt from stage 4, "
@@ -214,19 +219,20 @@ def make_lattices(lang_dir: Path, fbank_dir: Path, exp_dir: Path, corpus: str, s
             "made_with": f"{exp_dir} epoch {epoch} avg {avg}, {lang_dir}", "graph": graph_kind,
             "lattice_config": asdict(config), "model_config": model.config.to_dict()}
     maker = LatticeMaker(model, tokenizer, graph_kind, config, device, lang_dir)
-    summary = {}
+    summary, timings = {}, {}
     for split, cuts_path in zip(splits, cut_paths):
         with distributed.shared_output(lattice_dir / split) as tmp:
             stats = make_split_lattices(maker, original_cuts(load_cuts(cuts_path)), tmp, shard_size, max_duration,
                                         {**meta, "split": split}, max_utts)
-            summary[split] = stats.summary()
+            summary[split], timings[split] = stats.summary(), stats.timing()
             if ctx.is_main:
                 (tmp / "stats.json").write_text(json.dumps(summary[split], indent=2) + "\n")
         logging.info("lattices %s: %s", split, stats.log_line())
     if ctx.is_main:
         with atomic_output(lattice_dir / "stats.json") as tmp:
-            tmp.write_text(json.dumps({"meta": meta, "splits": summary, "world_size": ctx.world_size,
-                                       "wall_seconds": time.time() - start}, indent=2) + "\n")
+            tmp.write_text(json.dumps({"meta": meta, "splits": summary, "world_size": ctx.world_size}, indent=2)
+                           + "\n")
+        record_timings(lattice_dir, "make-lattices", {"splits": timings, "wall_seconds": time.time() - start})
         marker.write()
     distributed.barrier()
     return lattice_dir

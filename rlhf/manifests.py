@@ -9,7 +9,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Mapping
 
-from rlhf.stage import atomic_output
+from rlhf.stage import write_manifest
 
 if TYPE_CHECKING:
     from lhotse import RecordingSet, SupervisionSet
@@ -32,8 +32,7 @@ def write_split_manifests(directory: Path, corpus: str, split: str, recordings: 
 
     validate_recordings_and_supervisions(recordings, supervisions)
     for kind, manifest in (("recordings", recordings), ("supervisions", supervisions)):
-        with atomic_output(manifest_path(directory, corpus, kind, split)) as tmp:
-            manifest.to_file(tmp)  # the temporary name keeps the .jsonl.gz that selects the format
+        write_manifest(manifest, manifest_path(directory, corpus, kind, split))
 
 
 def check_disjoint_splits(ids: Mapping[str, Iterable[str]], where: str, train_split: str = "train") -> None:

@@ -220,10 +220,25 @@ def normalize_per_utterance(features: torch.Tensor, num_frames: torch.Tensor) ->
 
 
 def pick_device(name: str) -> torch.device:
-    """``--device``: ``auto`` is the GPU when there is one, else the CPU; anything else is torch's name."""
+    """``--device``: ``auto`` is the GPU when there is one, else the CPU; anything else is torch's name.
+
+    ValueError for a name torch does not know or a GPU this machine does not have.
+    """
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"--device {name}: not a torch device; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"--device {name}: this machine has no usable CUDA GPU; use --device cpu (or auto)")
+        if device.index is not None and device.index >= count:
+            raise ValueError(f"--device {name}: this machine has {count} CUDA GPU(s), cuda:0 .. cuda:{count - 1}")
+    elif device.type != "cpu":
+        raise ValueError(f"--device {name}: only cpu and cuda devices are supported")
+    return device
 
 
 def num_parameters(model: nn.Module) -> int:

@@ -19,7 +19,7 @@ from rlhf.rl.mdp import arc_fsa_index, first_arcs
 from rlhf.rl.qlearning import QLearningConfig
 from rlhf.rl.rewards import edit_distance
 from rlhf.rl.values import REWARD_MODES, LatticeValues, lattice_values
-from rlhf.stage import StageMarker, atomic_output
+from rlhf.stage import StageMarker, atomic_output, record_timings, save_torch
 
 
 @dataclass
@@ -42,10 +42,15 @@ class QLearningStats:
                 setattr(self, name, getattr(self, name) + value)
 
     def summary(self) -> dict:
-        return {**asdict(self),
+        """The counts of qlearn-<reward>.json (no timing: see ``timing``)."""
+        counts = {k: v for k, v in asdict(self).items() if k != "seconds"}
+        return {**counts,
                 "greedy_differs_pct": 100.0 * self.greedy_differs / max(self.num_utts, 1),
-                "mean_onebest_advantage": self.onebest_advantage / max(self.num_utts, 1),
-                "arcs_per_second": self.num_mdp_arcs / max(self.seconds, 1e-9),
+                "mean_onebest_advantage": self.onebest_advantage / max(self.num_utts, 1)}
+
+    def timing(self) -> dict:
+        """What timings.json keeps of it."""
+        return {"seconds": self.seconds, "arcs_per_second": self.num_mdp_arcs / max(self.seconds, 1e-9),
                 "lattice_arcs_per_second": self.num_lattice_arcs / max(self.seconds, 1e-9)}
 
 
@@ -86,8 +91,7 @@ def save_values(path: Path, values: LatticeValues, config: QLearningConfig) -> N
              "start_value": values.start_value.float(), "valid": values.valid}
     for name in ("q", "v_src", "advantage", "best_return"):
         state[name] = getattr(values, name).float()
-    with atomic_output(path) as tmp:
-        torch.save(state, tmp)
+    save_torch(state, path)
 
 
 def qlearn(exp_dir: Path, splits: Sequence[str], mode: str, config: QLearningConfig, force: bool = False) -> Path:
@@ -111,7 +115,7 @@ def qlearn(exp_dir: Path, splits: Sequence[str], mode: str, config: QLearningCon
     if distributed.main_decides(lambda: marker.skip_if_complete(force)):
         return table_path
     lattice_stats = json.loads((lattice_dir / "stats.json").read_text())
-    rows = {}
+    rows, timings = {}, {}
     for split in splits:
         if split not in lattice_stats["splits"]:
             raise FileNotFoundError(f"no {split} lattices in {lattice_dir}: make them with stage 5 (--splits)")
@@ -138,18 +142,21 @@ def qlearn(exp_dir: Path, splits: Sequence[str], mode: str, config: QLearningCon
             total.add(stats)
         rows[split] = {**total.summary(), "onebest_wer": lattice_stats["splits"][split]["onebest_wer"],
                        "oracle_wer": lattice_stats["splits"][split]["oracle_wer"]}
-        logging.info("q-learning %s (%s reward): %s", split, mode, json.dumps(rows[split]))
+        timings[split] = total.timing()
+        logging.info("q-learning %s (%s reward): %s", split, mode, json.dumps({**rows[split], **timings[split]}))
     if ctx.is_main:
         with atomic_output(exp_dir / f"qlearn-{mode}.json") as tmp:
             tmp.write_text(json.dumps({"config": asdict(config), "rows": rows}, indent=2) + "\n")
+        record_timings(exp_dir, f"qlearn-{mode}", timings)
         with atomic_output(table_path) as tmp:
-            tmp.write_text(summary_table(rows, mode, config))
+            tmp.write_text(summary_table(rows, mode, config, timings))
         marker.write()
     distributed.barrier()
     return table_path
 
 
-def summary_table(rows: dict[str, dict], mode: str, config: QLearningConfig) -> str:
+def summary_table(rows: dict[str, dict], mode: str, config: QLearningConfig, timings: dict[str, dict]) -> str:
+    """The report of qlearn-<reward>.md; its throughput column is measured (``timings``, as in timings.json)."""
     lines = [f"Q-learning over the stage-5 lattices, {mode} reward (alpha {config.alpha}, gamma {config.gamma}, "
              f"temperature {config.temperature}).", "",
              "| split | lattices | 1-best WER | oracle WER | greedy-Q path differs from 1-best | "
@@ -158,5 +165,5 @@ def summary_table(rows: dict[str, dict], mode: str, config: QLearningConfig) -> 
     for split, r in rows.items():
         lines.append(f"| {split} | {r['num_utts']} | {r['onebest_wer']:.2f} | {r['oracle_wer']:.2f} | "
                      f"{r['greedy_differs_pct']:.1f}% | {r['mean_onebest_advantage']:.3f} | {r['max_sweeps']} | "
-                     f"{r['max_residual']:.2g} | {r['arcs_per_second']:.3g} |")
+                     f"{r['max_residual']:.2g} | {timings[split]['arcs_per_second']:.3g} |")
     return "\n".join(lines) + "\n"

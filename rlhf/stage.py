@@ -7,7 +7,9 @@ atomically, so an interrupted stage is never mistaken for a finished one.
 """
 
 import contextlib
+import gzip
 import hashlib
+import io
 import json
 import logging
 import os
@@ -62,6 +64,54 @@ def _process_is_alive(pid: int) -> bool:
     except PermissionError:  # another user's process
         return True
     return True
+
+
+# Outputs are byte-identical for the same inputs, options and seed (docs/robustness.md): what a
+# file's bytes say must not depend on the process that wrote it (its pid, temporary names, the time).
+
+def save_torch(obj: Any, path: Path) -> None:
+    """``torch.save`` atomically, to the same bytes for the same object: torch names the records of
+    its zip archive after the file written, so it writes to a buffer (records under ``archive/``),
+    not to the temporary file whose name holds the pid."""
+    import torch  # here: most steps that only write markers need no torch
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    with atomic_output(path) as tmp:
+        tmp.write_bytes(buffer.getvalue())
+
+
+def write_manifest(manifest: Any, path: Path) -> None:
+    """A lhotse manifest, atomically; a ``.jsonl.gz`` (lhotse's format, the same lines) whose gzip
+    header holds no file name and no time, so the same manifest gives the same bytes (lhotse's
+    ``to_file`` records the temporary name and the time)."""
+    path = Path(path)
+    if not path.name.endswith(".jsonl.gz"):
+        with atomic_output(path) as tmp:
+            manifest.to_file(tmp)
+        return
+    with atomic_output(path) as tmp, open(tmp, "wb") as raw:
+        with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as compressed:
+            with io.TextIOWrapper(compressed, encoding="utf-8") as text:
+                for item in manifest.to_dicts():
+                    print(json.dumps(item, ensure_ascii=False), file=text)
+
+
+TIMINGS_JSON = "timings.json"
+
+
+def record_timings(directory: Path, key: str, values: Mapping[str, Any]) -> None:
+    """Keep a step's time measurements (seconds, real-time factors, throughput) in
+    ``<directory>/timings.json`` under ``key``, apart from its outputs, which then hold the same
+    bytes for the same inputs."""
+    path = Path(directory) / TIMINGS_JSON
+    try:
+        timings = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        timings = {}
+    timings[key] = values
+    with atomic_output(path) as tmp:
+        tmp.write_text(json.dumps(timings, indent=2, sort_keys=True) + "\n")
 
 
 def remove_stale_temporaries(directory: Path, recursive: bool = True, name: str = "") -> list[Path]:

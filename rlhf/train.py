@@ -21,13 +21,13 @@ from torch.utils.tensorboard import SummaryWriter
 from rlhf import distributed
 from rlhf.checkpoint import average_states, checkpoint_path, load_checkpoint, save_checkpoint, set_aside_checkpoints
 from rlhf.ctc import CtcGraphCompiler, ctc_loss, greedy_search
-from rlhf.data import batch_inputs, load_cuts, make_dataloader
+from rlhf.data import batch_inputs, count_batches, load_cuts, make_dataloader
 from rlhf.bundle import bundle_lang
 from rlhf.lang.tokenizer import Tokenizer
 from rlhf.manifests import manifest_path
 from rlhf.model import CtcModel, ModelConfig, num_parameters
 from rlhf.scoring import Utterance, compute_wer
-from rlhf.stage import StageMarker, atomic_output
+from rlhf.stage import StageMarker, atomic_output, record_timings
 
 
 @dataclass
@@ -68,7 +68,7 @@ class EpochStats:
     train_loss: float             # per output frame
     dev_loss: float
     dev_wer: float                # greedy CTC, percent
-    seconds: float
+    seconds: float                # in timings.json, not in the saved history (saved_history)
     num_batches: int              # training steps (each of world_size batches, one per rank)
     num_skipped: int              # steps with a non-finite loss or gradient
     lr: float
@@ -237,6 +237,13 @@ def check_resumable(path: Path, saved: dict, config: TrainConfig) -> None:
 def train(lang_dir: Path, fbank_dir: Path, exp_dir: Path, corpus: str, model_config: ModelConfig,
           config: TrainConfig, start_epoch: int = 1, device_name: str = "auto", force: bool = False,
           dev_split: str = "dev") -> None:
+    if config.num_epochs < 1:
+        raise ValueError(f"--num-epochs must be above 0, got {config.num_epochs}")
+    if start_epoch < 1 or start_epoch > config.num_epochs:
+        raise ValueError(f"--start-epoch must be between 1 and --num-epochs ({config.num_epochs}), got {start_epoch}")
+    if not 1 <= config.avg <= config.num_epochs or config.patience < 0:
+        raise ValueError(f"--avg must be between 1 and --num-epochs ({config.num_epochs}) and --patience at least 0; "
+                         f"got --avg {config.avg}, --patience {config.patience}")
     train_cuts_path = manifest_path(fbank_dir, corpus, "cuts", "train")
     dev_cuts_path = manifest_path(fbank_dir, corpus, "cuts", dev_split)
     tokenizer = Tokenizer(lang_dir)
@@ -255,11 +262,6 @@ def train(lang_dir: Path, fbank_dir: Path, exp_dir: Path, corpus: str, model_con
     if ctx.is_main:
         marker.invalidate()
         (exp_dir / SELECTED).unlink(missing_ok=True)
-    if start_epoch < 1 or start_epoch > config.num_epochs:
-        raise ValueError(f"--start-epoch must be between 1 and --num-epochs ({config.num_epochs}), got {start_epoch}")
-    if not 1 <= config.avg <= config.num_epochs or config.patience < 0:
-        raise ValueError(f"--avg must be between 1 and --num-epochs ({config.num_epochs}) and --patience at least 0; "
-                         f"got --avg {config.avg}, --patience {config.patience}")
 
     device = ctx.device(device_name)
     # The same initial weights on every rank (DDP also copies rank 0's to the others).
@@ -273,7 +275,7 @@ def train(lang_dir: Path, fbank_dir: Path, exp_dir: Path, corpus: str, model_con
         check_resumable(checkpoint_path(exp_dir, start_epoch - 1), state["train_config"], config)
         model.load_state_dict(state["model"])
         trainer.load_state_dict(state["trainer"])
-        history = [EpochStats(**h) for h in state["history"]]
+        history = [EpochStats(**{"seconds": 0.0, **h}) for h in state["history"]]
         logging.info("Resuming from %s (step %d)", checkpoint_path(exp_dir, start_epoch - 1), trainer.step)
     if ctx.is_main:  # this run writes epoch-<start_epoch>.pt on: older ones must not be picked or averaged
         set_aside_checkpoints(exp_dir, start_epoch)
@@ -298,7 +300,8 @@ def train(lang_dir: Path, fbank_dir: Path, exp_dir: Path, corpus: str, model_con
             history.append(stats)
             if ctx.is_main:
                 save_checkpoint(checkpoint_path(exp_dir, epoch), model, trainer=trainer.state_dict(),
-                                train_config=vars(config), history=[vars(h) for h in history])
+                                train_config=vars(config), history=saved_history(history))
+                record_timings(exp_dir, f"train-epoch-{epoch}", {"seconds": stats.seconds})
                 logging.info("Wrote %s", checkpoint_path(exp_dir, epoch))
     selection = select_epoch(history, config.patience)
     if config.select == "last":
@@ -397,7 +400,8 @@ def train_epoch(trainer: Trainer, train_loader, dev_loader, epoch: int, tb: Opti
     train_loader.sampler.set_epoch(epoch)
     start = time.time()
     loss_sum, num_batches, skipped = 0.0, 0, 0
-    progress = distributed.progress_bar(desc=f"epoch {epoch}", unit="batch")
+    progress = distributed.progress_bar(desc=f"epoch {epoch}", unit="batch",
+                                        total=count_batches(train_loader) if ctx.is_main else None)
     batches = iter(train_loader)
     while True:
         try:
@@ -436,10 +440,16 @@ def train_epoch(trainer: Trainer, train_loader, dev_loader, epoch: int, tb: Opti
     return stats
 
 
+def saved_history(history: list[EpochStats]) -> list[dict]:
+    """The history as checkpoints and metrics.json keep it: without the epochs' seconds (timings.json),
+    so that the same run gives the same bytes."""
+    return [{k: v for k, v in vars(h).items() if k != "seconds"} for h in history]
+
+
 def write_history(exp_dir: Path, history: list[EpochStats], selected: int) -> None:
     """``metrics.json`` and ``training-curve.png`` (loss and dev WER per epoch, the selected epoch marked)."""
     with atomic_output(exp_dir / "metrics.json") as tmp:
-        tmp.write_text(json.dumps([vars(h) for h in history], indent=2) + "\n")
+        tmp.write_text(json.dumps(saved_history(history), indent=2) + "\n")
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

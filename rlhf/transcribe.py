@@ -1,11 +1,12 @@
 """Transcription of audio files with a bundled model directory: audio reading and resampling, the
-training features, one decoding method.
+training features, one decoding method; long files in chunks, so memory does not grow with them.
 """
 
 import logging
 from dataclasses import dataclass
+from math import gcd
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
 import k2
 import numpy as np
@@ -18,14 +19,23 @@ from rlhf.corpus.acoustics import resample
 from rlhf.ctc import greedy_search
 from rlhf.decode import Decoder, LatticeConfig, get_lattice, get_texts, lattice_num_arcs
 from rlhf.bundle import FeatureConfig
-from rlhf.graphs import load_graph, read_symbols
+from rlhf.graphs import fsa_to_dict, load_graph, read_symbols
 from rlhf.lang.compile_hlg import HLG_NAME
 from rlhf.lang.tokenizer import Tokenizer
 from rlhf.model import MIN_INPUT_FRAMES, CtcModel
-from rlhf.stage import atomic_output
+from rlhf.stage import atomic_output, save_torch
 
 # Fewest fbank frames the model's 4x subsampling turns into at least one output frame.
 MIN_FRAMES = MIN_INPUT_FRAMES
+
+# Long files are decoded in chunks of at most CHUNK_SECONDS (+ CHUNK_TAIL_SECONDS for the last),
+# each cut at the quietest 10 ms of its last CUT_WINDOW_SECONDS: the lattice search, whose memory
+# grows with the frames it searches at once (about 1 GB per minute of audio with the default beams),
+# then never holds more than one chunk. Measured: RESULTS.md, "rlhf-transcribe on long audio".
+CHUNK_SECONDS = 30.0
+CHUNK_TAIL_SECONDS = 1.0
+CUT_WINDOW_SECONDS = 5.0
+RESAMPLE_MARGIN_SECONDS = 0.1  # audio read beyond a chunk's ends so that resampling has no edge effects
 
 
 class AudioError(ValueError):
@@ -56,29 +66,93 @@ def load_model_for_decoding(model_dir: Path, checkpoint: Optional[Path], epoch: 
     return average_checkpoints(model_dir, epoch, avg)
 
 
-def read_audio(path: Path, sampling_rate: int) -> np.ndarray:
-    """Mono float32 samples at ``sampling_rate``; AudioError naming the file when that is impossible."""
+def _open_audio(path: Path) -> sf.SoundFile:
+    """The file opened for reading; AudioError naming it when that is impossible."""
+    if path.is_dir():
+        raise AudioError(f"{path} is a directory, not an audio file: give the files in it (e.g. {path}/*.wav)")
     if not path.is_file():
         raise AudioError(f"{path}: no such file")
     try:
-        samples, rate = sf.read(str(path), dtype="float32", always_2d=True)
+        audio = sf.SoundFile(str(path))
     except (sf.LibsndfileError, RuntimeError, OSError) as e:
         raise AudioError(f"{path}: cannot read audio ({e})") from e
-    if samples.size == 0:
+    if audio.frames <= 0:
+        audio.close()
         raise AudioError(f"{path}: no audio samples")
-    mono = samples.mean(axis=1)
-    if rate != sampling_rate:
-        logging.info("%s: resampling from %d Hz to the model's %d Hz", path, rate, sampling_rate)
-        mono = resample(mono, rate, sampling_rate)
-    return mono
+    return audio
+
+
+def _read_mono(audio: sf.SoundFile, path: Path, start: int, end: int) -> np.ndarray:
+    audio.seek(start)
+    try:
+        samples = audio.read(end - start, dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, OSError) as e:
+        raise AudioError(f"{path}: cannot read audio ({e})") from e
+    return samples.mean(axis=1)
+
+
+def _quietest_cut(samples: np.ndarray, rate: int) -> int:
+    """The start of the 10 ms of least energy in ``samples`` (index into them)."""
+    hop = max(1, rate // 100)
+    frames = len(samples) // hop
+    energy = np.square(samples[:frames * hop].astype(np.float64)).reshape(frames, hop).sum(axis=1)
+    return int(np.argmin(energy)) * hop
+
+
+def chunk_bounds(total: int, rate: int, chunk_seconds: float, quietest=None) -> list[tuple[int, int]]:
+    """(start, end) sample ranges that cover ``total`` samples: chunks of at most ``chunk_seconds``,
+    the last of at most ``chunk_seconds`` + CHUNK_TAIL_SECONDS; each but the last ends within its
+    last CUT_WINDOW_SECONDS (a quarter of the chunk when that is less), ``quietest(lo, hi)`` samples
+    after ``lo`` (the quietest point of samples lo .. hi; without it, at the chunk's full length).
+    ``chunk_seconds`` 0: one chunk."""
+    if chunk_seconds <= 0:
+        return [(0, total)]
+    size = max(1, int(chunk_seconds * rate))
+    tail = int(CHUNK_TAIL_SECONDS * rate)
+    window = max(1, min(int(CUT_WINDOW_SECONDS * rate), size // 4))
+    bounds, start = [], 0
+    while total - start > size + tail:
+        lo = start + size - window
+        cut = lo + (quietest(lo, start + size) if quietest else window)
+        bounds.append((start, cut))
+        start = cut
+    bounds.append((start, total))
+    return bounds
+
+
+def audio_chunks(path: Path, sampling_rate: int, chunk_seconds: float = CHUNK_SECONDS) -> Iterator[np.ndarray]:
+    """Mono float32 samples at ``sampling_rate``, a chunk at a time (see chunk_bounds; 0: the whole
+    file): only one chunk of the file is ever in memory. AudioError names a file that cannot be read."""
+    with _open_audio(path) as audio:
+        rate, total = audio.samplerate, audio.frames
+        if rate != sampling_rate:
+            logging.info("%s: resampling from %d Hz to the model's %d Hz", path, rate, sampling_rate)
+
+        def quietest(lo: int, hi: int) -> int:
+            return _quietest_cut(_read_mono(audio, path, lo, hi), rate)
+
+        step = rate // gcd(rate, sampling_rate)  # chunks read from multiples of it resample in phase
+        margin = int(RESAMPLE_MARGIN_SECONDS * rate) if rate != sampling_rate else 0
+        for start, end in chunk_bounds(total, rate, chunk_seconds, quietest):
+            if rate == sampling_rate:
+                yield _read_mono(audio, path, start, end)
+                continue
+            lo, hi = max(0, (start - margin) // step * step), min(total, end + margin)
+            out = resample(_read_mono(audio, path, lo, hi), rate, sampling_rate)
+            first = round(start * sampling_rate / rate) - round(lo * sampling_rate / rate)
+            yield out[first:first + round(end * sampling_rate / rate) - round(start * sampling_rate / rate)]
 
 
 class Transcriber:
     """A model directory ready to decode: model, lang files, feature extractor, decoder."""
 
     def __init__(self, model: CtcModel, lang_dir: Path, features: FeatureConfig, method: str,
-                 lattice_config: LatticeConfig, device: torch.device):
+                 lattice_config: LatticeConfig, device: torch.device, chunk_seconds: float = CHUNK_SECONDS):
         lattice_config.check()
+        if chunk_seconds < 0 or 0 < chunk_seconds < 4 * CHUNK_TAIL_SECONDS:
+            raise ValueError(f"--chunk-seconds must be 0 (whole files) or at least {4 * CHUNK_TAIL_SECONDS:g}, "
+                             f"got {chunk_seconds:g}")
+        self.chunk_seconds = chunk_seconds
         if features.type != Fbank.name:
             raise ValueError(f"the model was trained on {features.type!r} features; this command computes "
                              f"{Fbank.name!r} only")
@@ -101,8 +175,22 @@ class Transcriber:
         self.decoder = Decoder(model, tokenizer, [method], lattice_config, device, hlg, word_table)
 
     @torch.no_grad()
-    def transcribe(self, path: Path) -> Transcript:
-        samples = read_audio(path, self.features.sampling_rate)
+    def transcribe(self, path: Path, with_lattice: bool = True) -> Transcript:
+        """The file's words, chunk by chunk (``chunk_seconds``); with ``with_lattice`` (lattice methods)
+        also its lattice: the chunks' lattices joined in order (join_lattices)."""
+        words: list[str] = []
+        parts: list[tuple[k2.Fsa, int, int]] = []
+        frame_offset = 0
+        for samples in audio_chunks(path, self.features.sampling_rate, self.chunk_seconds):
+            chunk_words, lattice, num_frames = self.decode_chunk(path, samples)
+            words += chunk_words
+            if with_lattice and lattice is not None:
+                parts.append((lattice, frame_offset, num_frames))
+            frame_offset += num_frames
+        return Transcript(words, join_lattices(parts) if parts else None)
+
+    def decode_chunk(self, path: Path, samples: np.ndarray) -> tuple[list[str], Optional[k2.Fsa], int]:
+        """Words, lattice (lattice methods; one Fsa) and output frames of a chunk of samples."""
         feats = torch.from_numpy(self.fbank.extract(samples, self.features.sampling_rate))
         if feats.size(0) < MIN_FRAMES:
             raise AudioError(f"{path}: {len(samples) / self.features.sampling_rate:.3f} s of audio is too short "
@@ -110,24 +198,77 @@ class Transcriber:
         device = self.decoder.device
         log_probs, lengths = self.decoder.model(feats.unsqueeze(0).to(device),
                                                 torch.tensor([feats.size(0)], device=device))
+        num_frames = int(lengths[0])
         if self.method == "ctc-greedy":
-            return Transcript(self.decoder.words(self.method, greedy_search(log_probs, lengths)[0]))
+            return self.decoder.words(self.method, greedy_search(log_probs, lengths)[0]), None, num_frames
         lattice, _ = get_lattice(self.decoder.graphs[self.method], log_probs, lengths, self.decoder.config)
         if lattice_num_arcs(lattice)[0] == 0:
-            logging.warning("%s: empty lattice (beams too narrow?); empty transcript", path)
-            return Transcript([], lattice[0])
+            logging.warning("%s: empty lattice (beams too narrow?) for %.1f s of it; no words there", path,
+                            len(samples) / self.features.sampling_rate)
+            return [], lattice[0].to("cpu"), num_frames
         best = get_texts(k2.shortest_path(lattice, use_double_scores=True))[0]
-        return Transcript(self.decoder.words(self.method, best), lattice[0])
+        return self.decoder.words(self.method, best), lattice[0].to("cpu"), num_frames
+
+
+def _epsilon_lattice(like: k2.Fsa, num_frames: int) -> k2.Fsa:
+    """A lattice of a single final arc (no words) standing for a chunk whose search found no path."""
+    fsa = k2.Fsa(torch.tensor([[0, 1, -1, 0]], dtype=torch.int32))
+    fsa.frame_idx = torch.tensor([num_frames], dtype=torch.int32)
+    fsa.aux_labels = k2.RaggedTensor([[-1]]) if isinstance(like.aux_labels, k2.RaggedTensor) else \
+        torch.tensor([-1], dtype=torch.int32)
+    return fsa
+
+
+def join_lattices(parts: Sequence[tuple[k2.Fsa, int, int]]) -> k2.Fsa:
+    """One lattice of consecutive chunks' lattices (single Fsas, each with the output frame its chunk
+    starts at and its number of frames): chunk k's final state is chunk k+1's start state, its final
+    arcs output nothing there (label 0, epsilon), and ``frame_idx`` counts from the start of the file.
+    An empty chunk lattice (no path) stands there as a single arc without words. The best path is the
+    chunks' best paths in order. Only labels, scores, aux_labels and frame_idx are kept."""
+    if len(parts) == 1:
+        return parts[0][0]
+    rows, scores, frames, tensor_aux, ragged_aux = [], [], [], [], []
+    ragged = isinstance(parts[0][0].aux_labels, k2.RaggedTensor)
+    state_offset = 0
+    for k, (lattice, frame_offset, num_frames) in enumerate(parts):
+        if lattice.num_arcs == 0:
+            lattice = _epsilon_lattice(lattice, num_frames)
+        arcs = lattice.arcs.values()[:, :3].clone()
+        final = arcs[:, 2] == -1
+        if k < len(parts) - 1:
+            arcs[final, 2] = 0
+        num_states = int(arcs[:, 1].max()) + 1
+        arcs[:, :2] += state_offset
+        rows.append(arcs)
+        scores.append(lattice.scores.detach().clone())
+        frames.append(lattice.frame_idx + frame_offset)
+        if ragged:
+            outputs = lattice.aux_labels.tolist()
+            ragged_aux += [[] if k < len(parts) - 1 and f else out for out, f in zip(outputs, final.tolist())]
+        else:
+            aux = lattice.aux_labels.clone()
+            if k < len(parts) - 1:
+                aux[final] = 0
+            tensor_aux.append(aux)
+        state_offset += num_states - 1  # the final state is the next chunk's start state
+    arcs = torch.cat(rows)
+    joined = k2.Fsa(torch.cat([arcs, torch.zeros(len(arcs), 1, dtype=torch.int32)], dim=1))
+    joined.scores = torch.cat(scores)
+    joined.frame_idx = torch.cat(frames)
+    joined.aux_labels = k2.RaggedTensor(ragged_aux) if ragged else torch.cat(tensor_aux)
+    return joined
 
 
 def lattice_names(paths: Sequence[Path]) -> list[str]:
-    """A distinct lattice file name per audio file: its stem, numbered when stems repeat."""
+    """A distinct lattice name per audio file, valid as a Kaldi scp key (no whitespace): its stem
+    with each run of whitespace replaced by ``_``, numbered when names repeat."""
     names, seen = [], set()
     for p in paths:
-        name, k = p.stem, 1
+        stem = "_".join(p.stem.split()) or "audio"
+        name, k = stem, 1
         while name in seen:
             k += 1
-            name = f"{p.stem}-{k}"
+            name = f"{stem}-{k}"
         seen.add(name)
         names.append(name)
     return names
@@ -140,15 +281,14 @@ def transcribe_files(transcriber: Transcriber, paths: Sequence[Path], lattice_di
     index: list[str] = []
     for path, name in zip(paths, names):
         try:
-            result = transcriber.transcribe(path)
+            result = transcriber.transcribe(path, with_lattice=lattice_dir is not None)
         except AudioError as e:
             logging.error("%s", e)
             failed.append(path)
             continue
         print(f"{path} {' '.join(result.words)}".rstrip(), flush=True)
         if lattice_dir is not None:
-            with atomic_output(lattice_dir / f"{name}.pt") as tmp:
-                torch.save(result.lattice.to("cpu").as_dict(), tmp)
+            save_torch(fsa_to_dict(result.lattice.to("cpu")), lattice_dir / f"{name}.pt")
             index.append(f"{name} {path}\n")
     if lattice_dir is not None:
         with atomic_output(lattice_dir / "lattices.scp") as tmp:

@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 
+from rlhf import distributed
 from rlhf.checkpoint import average_checkpoints, model_digest
 from rlhf.compare import compare
 from rlhf.ctc import CtcGraphCompiler
@@ -151,3 +152,18 @@ def test_comparison_table_and_plot(tmp_path):
     with pytest.raises(FileNotFoundError, match="results-best.json"):
         (runs[0] / "results-best.json").unlink()
         compare(tmp_path / "baseline.json", runs, tmp_path / "comparison", ["dev", "test"])
+
+
+def test_time_budget_bar_counts_seconds_of_the_budget(tiny_recipe, tmp_path, monkeypatch):
+    """With --time-budget the bar counts the budget's seconds, not --max-iters iterations (issue 17, item 14)."""
+    bars, real = [], distributed.progress_bar
+    monkeypatch.setattr(distributed, "progress_bar", lambda *a, **kw: bars.append(real(*a, **kw)) or bars[-1])
+    out = _run(tiny_recipe, tmp_path / "budget", max_iters=1_000_000, time_budget=1.0, eval_every=1_000_000)
+    progress = json.loads((out / "progress.json").read_text())
+    (bar,) = [b for b in bars if b.desc == "rl-hf-frame"]
+    assert bar.total == 1.0 and bar.unit == "s"
+    assert bar.n == pytest.approx(min(progress["seconds"], 1.0))
+    assert "s of the time budget" in str(bar)
+    _run(tiny_recipe, tmp_path / "iters", max_iters=1)
+    last = [b for b in bars if b.desc == "rl-hf-frame"][-1]
+    assert (last.total, last.n, last.unit) == (1, 1, "iter")

@@ -8,8 +8,9 @@ import torch
 
 from lattices import edit_return, enumerate_paths, frame_return, random_lattice
 from rlhf.rl.mdp import LatticeMdp, first_arcs
-from rlhf.rl.objective import (arc_output_index, distinct_paths, expected_advantage, expected_path_advantage,
-                               frame_fisher_product, posteriors, rescore, sample_paths, token_occupancy)
+from rlhf.rl.objective import (NonFiniteWeightError, arc_output_index, distinct_paths, expected_advantage,
+                               expected_path_advantage, frame_fisher_product, posteriors, rescore, sample_paths,
+                               token_occupancy)
 from rlhf.rl.rewards import frame_rewards
 from rlhf.rl.values import lattice_values
 
@@ -158,3 +159,32 @@ def test_frame_fisher_is_psd_and_token_occupancy_gathers_the_arc_posteriors():
                 (0.49 * (torch.diag(posterior[n, t]) - torch.outer(posterior[n, t], posterior[n, t]))
                  + 0.3 * torch.diag(log_probs[n, t].exp())) @ y[n, t] for t in range(7)]) for n in range(3)])
             torch.testing.assert_close(hy, want)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_arc_weight_raises_naming_lattice_and_arc(bad):
+    """A NaN or infinite weight (a diverged network) is an error naming it, never an arc of
+    probability 0 (issue 17, item 6): in the posteriors, the frame objective (also when every weight
+    is bad), the path sampler and the edit objective."""
+    fsas, vec = _lattices(11, count=3)
+    mdp = LatticeMdp.from_fsas(vec)
+    firsts = first_arcs(vec).tolist()
+    weights = torch.randn(vec.num_arcs, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    post = posteriors(mdp, weights)
+    arcs, path_ids, fsa_of = sample_paths(mdp, post, weights, 3, torch.Generator().manual_seed(0))
+    paths = distinct_paths(arcs, path_ids, fsa_of, vec.aux_labels.tolist(), [[1], [2], [3]])
+    on_path = int(paths.arcs[paths.fsa_of_path[paths.path_of_arc] == 1][0])  # an arc of lattice 1 on a path
+    broken = weights.clone()
+    broken[on_path] = bad
+    named = f"arc {on_path - firsts[1]} of lattice 1 (arc {on_path} of the FsaVec)"
+    with pytest.raises(NonFiniteWeightError, match=named.replace("(", r"\(").replace(")", r"\)")):
+        posteriors(mdp, broken)
+    with pytest.raises(NonFiniteWeightError, match="lattice 1"):
+        expected_advantage(broken.requires_grad_(), mdp, torch.ones(vec.num_arcs, dtype=torch.float64))
+    with pytest.raises(NonFiniteWeightError, match="lattice 0 .* non-finite arc weights in all"):
+        expected_advantage(torch.full((vec.num_arcs,), bad, dtype=torch.float64), mdp,
+                           torch.ones(vec.num_arcs, dtype=torch.float64))
+    with pytest.raises(NonFiniteWeightError, match="lattice 1"):
+        sample_paths(mdp, post, broken.detach(), 3, torch.Generator().manual_seed(0))
+    with pytest.raises(NonFiniteWeightError, match=f"arc {on_path} of the FsaVec, on a sampled path of lattice 1"):
+        expected_path_advantage(broken, paths, torch.zeros(3, dtype=torch.float64), 3)

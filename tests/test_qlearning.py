@@ -191,3 +191,28 @@ def test_bad_input_is_named():
     unsorted = k2.Fsa.from_str("0 2 1 0\n1 3 -1 0\n2 1 1 0\n3")
     with pytest.raises(ValueError, match="top-sorted"):
         LatticeMdp.from_fsas(k2.create_fsa_vec([unsorted]))
+
+
+def final_arc_only(ragged: bool) -> k2.Fsa:
+    """The smallest lattice: one arc, the final one (its output -1 as a ragged list or a tensor view)."""
+    fsa = k2.Fsa(torch.tensor([[0, 1, -1, 0]], dtype=torch.int32))
+    fsa.aux_labels = k2.RaggedTensor([[-1]]) if ragged else torch.tensor([[-1, 7]], dtype=torch.int32)[:, 0]
+    fsa.frame_idx = torch.tensor([0], dtype=torch.int32)
+    return fsa
+
+
+@pytest.mark.parametrize("ragged", [True, False])
+def test_single_arc_lattice_has_minus_reference_length_as_value(ragged):
+    """A lattice of only the final arc outputs nothing: V(start) = -len(reference), alone or in a batch
+    (k2 once aborted on its one-element attributes, issue 17 item 5)."""
+    for reference in ([3, 4], [], [2]):
+        values = lattice_values(k2.create_fsa_vec([final_arc_only(ragged)]), "edit", references=[reference])
+        assert values.start_value.tolist() == [-len(reference)]
+        assert values.q.tolist() == [-len(reference)] and values.advantage.tolist() == [0.0]
+        assert oracle_errors(k2.create_fsa_vec([final_arc_only(ragged)]), [reference]).tolist() == [len(reference)]
+    fsa, _, reference = next(random_cases(7))
+    alone = lattice_values(k2.create_fsa_vec([fsa]), "edit", references=[reference])
+    batch = lattice_values(k2.create_fsa_vec([final_arc_only(True), fsa]), "edit",  # ragged like fsa's
+                           references=[[3, 4], reference])
+    assert batch.start_value.tolist() == [-2.0, alone.start_value.item()]
+    assert batch.q[1:].tolist() == alone.q.tolist()

@@ -76,6 +76,11 @@ def test_rerun_does_no_work_and_changed_option_redoes(tiny_recipe, tmp_path):
     assert "already complete" not in result.stdout
     assert os.path.getmtime(work / "data" / "lang_bpe_50" / "bpe.model") > before[work / "data" / "lang_bpe_50" / "bpe.model"] / 1e9
 
+    # ... stage 4 included: decoding and bundling too, not only HLG (issue 17, item 4).
+    result = run_recipe(work, *TINY_OPTIONS, "--stage", "4", "--stop-stage", "4", "--force", "true")
+    assert result.returncode == 0, result.stdout
+    assert "already complete" not in result.stdout
+
 
 def test_stage_after_a_failed_stage_refuses_its_stale_outputs(tiny_recipe, tmp_path):
     work = tmp_path / "copy"

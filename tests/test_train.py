@@ -8,6 +8,7 @@ import torch
 
 from batches import make_batch, make_word_lang
 from conftest import TINY_OPTIONS, run_recipe
+from rlhf import distributed
 from rlhf.checkpoint import average_checkpoints, checkpoint_path, load_checkpoint, load_model, save_checkpoint
 from rlhf.ctc import CtcGraphCompiler, ctc_loss, greedy_search
 from rlhf.data import batch_inputs, load_cuts, make_dataloader
@@ -213,3 +214,28 @@ def test_fresh_run_sets_aside_the_checkpoints_of_an_earlier_longer_run(tiny_reci
     assert load_checkpoint(checkpoint_path(exp, 1))["model_config"]["subsampling_channels"] == 8  # this run's
     assert sorted(p.name for p in (exp / "earlier-run").iterdir()) == ["epoch-1.pt", "epoch-2.pt", "epoch-3.pt"]
     assert f"moved them to {exp / 'earlier-run'}" in caplog.text
+
+
+def recorded_progress_bars(monkeypatch) -> list:
+    """Every bar rlhf.distributed.progress_bar makes from now on, kept for inspection."""
+    bars, real = [], distributed.progress_bar
+
+    def recording(*args, **kwargs):
+        bars.append(real(*args, **kwargs))
+        return bars[-1]
+
+    monkeypatch.setattr(distributed, "progress_bar", recording)
+    return bars
+
+
+def test_epoch_progress_bar_counts_to_the_epochs_batches(tiny_recipe, tmp_path, monkeypatch):
+    """The stage-3 bar has a total, the batches the sampler gives (issue 17, item 14)."""
+    bars = recorded_progress_bars(monkeypatch)
+    lang, fbank = tiny_recipe.data_dir / "lang_bpe_50", tiny_recipe.data_dir / "fbank"
+    config = TrainConfig(num_epochs=2, max_duration=15, warmup_steps=5)
+    train(lang, fbank, tmp_path / "exp", "synth", ModelConfig(vocab_size=50, **TINY_MODEL), config,
+          device_name="cpu")
+    history = json.loads((tmp_path / "exp" / "metrics.json").read_text())
+    epoch_bars = [bar for bar in bars if bar.desc.startswith("epoch")]
+    assert [(bar.total, bar.n) for bar in epoch_bars] == [(h["num_batches"], h["num_batches"]) for h in history]
+    assert history[0]["num_batches"] > 1

@@ -2,6 +2,7 @@
 
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import k2
@@ -16,7 +17,7 @@ from rlhf.bundle import FeatureConfig
 from rlhf.corpus.acoustics import resample
 from rlhf.decode import LatticeConfig, get_texts
 from rlhf.graphs import read_symbols
-from rlhf.transcribe import Transcriber, load_model_for_decoding
+from rlhf.transcribe import Transcriber, audio_chunks, load_model_for_decoding
 
 
 def transcribe(*args: str) -> subprocess.CompletedProcess:
@@ -105,3 +106,100 @@ def test_lattice_out_needs_a_lattice_method(moved_model, audio_files, tmp_path):
                         str(audio_files["a"]))
     assert result.returncode == 1
     assert "--lattice-out needs a lattice method" in result.stderr
+
+
+def test_directory_is_named_as_a_directory(moved_model, audio_files, tmp_path):
+    """A directory given as audio is reported as one (not "no such file"); the other files are transcribed."""
+    result = transcribe("--model-dir", str(moved_model), str(tmp_path), str(audio_files["a"]))
+    assert result.returncode == 1
+    assert f"{tmp_path} is a directory, not an audio file" in result.stderr
+    assert "no such file" not in result.stderr
+    assert [line.split(" ", 1)[0] for line in result.stdout.splitlines()] == [str(audio_files["a"])]
+
+
+def test_lattice_scp_keys_have_no_whitespace(moved_model, audio_files, tmp_path):
+    """Audio names with spaces give valid scp keys (Kaldi: the key ends at the first whitespace)."""
+    spaced = tmp_path / "audio" / "two  words\there.wav"
+    spaced.parent.mkdir()
+    shutil.copyfile(audio_files["a"], spaced)
+    out = tmp_path / "lats"
+    result = transcribe("--model-dir", str(moved_model), "--method", "ctc-1best", "--lattice-out", str(out),
+                        str(spaced), str(audio_files["a"]))
+    assert result.returncode == 0, result.stderr
+    lines = (out / "lattices.scp").read_text().splitlines()
+    keys = [line.split(maxsplit=1)[0] for line in lines]
+    assert keys[0] == "two_words_here"
+    assert [line.split(maxsplit=1)[1] for line in lines] == [str(spaced), str(audio_files["a"])]
+    for key in keys:
+        assert k2.Fsa.from_dict(torch.load(out / f"{key}.pt")).num_arcs > 0
+
+
+def test_chunks_cover_the_file_and_end_in_its_quietest_stretch(tmp_path):
+    """Chunks of at most --chunk-seconds (+1 s for the last) that together are the file, sample for
+    sample, each cut inside a pause when there is one near its end; resampled chunks join smoothly."""
+    rate, rng = 16000, np.random.default_rng(0)
+    audio = (0.1 * rng.standard_normal(47 * rate)).astype(np.float32)
+    pauses = [(8.2, 8.5), (16.4, 16.6), (25.0, 25.3)]  # one in the last 2.5 s of every 10 s chunk
+    for lo, hi in pauses:
+        audio[int(lo * rate):int(hi * rate)] = 0.0
+    sf.write(tmp_path / "long.wav", audio, rate)
+    audio = sf.read(tmp_path / "long.wav", dtype="float32")[0]  # as 16-bit PCM keeps it
+    chunks = list(audio_chunks(tmp_path / "long.wav", rate, 10.0))
+    assert np.array_equal(np.concatenate(chunks), audio)
+    ends = np.cumsum([len(c) for c in chunks])[:-1] / rate
+    for end, (lo, hi) in zip(ends, pauses):  # the first three chunks end in the pauses
+        assert lo <= end < hi
+    assert all(7.5 * rate <= len(c) <= 10 * rate for c in chunks[:-1]) and len(chunks[-1]) <= 11 * rate
+    assert list(audio_chunks(tmp_path / "long.wav", rate, 0.0))[0].shape == audio.shape
+
+    sf.write(tmp_path / "long-22k.wav", resample(audio, rate, 22050), 22050)
+    whole = resample(sf.read(tmp_path / "long-22k.wav", dtype="float32")[0], 22050, rate)
+    joined = np.concatenate(list(audio_chunks(tmp_path / "long-22k.wav", rate, 10.0)))
+    assert abs(len(joined) - len(whole)) <= 1
+    n = min(len(joined), len(whole))
+    assert np.abs(joined[:n] - whole[:n])[rate:-rate].max() < 1e-3
+
+
+def test_long_file_lattice_joins_its_chunks(moved_model, audio_files, tmp_path):
+    """Two utterances with a pause between, decoded as two chunks: the file's lattice is one FSA whose
+    best path is the printed transcript, the chunks' transcripts in order."""
+    a, rate = sf.read(audio_files["a"], dtype="float32")
+    b, _ = sf.read(audio_files["b"], dtype="float32")
+    chunk = max(4.0, len(a) / rate + 3.0)
+    pause = np.zeros(int((chunk - len(a) / rate + 1.0) * rate), dtype=np.float32)
+    sf.write(tmp_path / "two.wav", np.concatenate([a, pause, b]), rate)
+    transcriber = Transcriber(load_model_for_decoding(moved_model, None, None, 1), moved_model / "lang",
+                              FeatureConfig.load(moved_model), "hlg-1best", LatticeConfig(), torch.device("cpu"),
+                              chunk_seconds=chunk)
+    chunks = list(audio_chunks(tmp_path / "two.wav", rate, chunk))
+    assert len(chunks) >= 2
+    result = transcriber.transcribe(tmp_path / "two.wav")
+    expected = [w for c in chunks for w in transcriber.decode_chunk(tmp_path / "two.wav", c)[0]]
+    assert result.words == expected
+    words = {i: w for w, i in read_symbols(moved_model / "lang" / "words.txt").items()}
+    best = get_texts(k2.shortest_path(k2.create_fsa_vec([result.lattice]), use_double_scores=True))[0]
+    assert [words[i] for i in best] == result.words
+    assert int(result.lattice.frame_idx.max()) == sum(transcriber.decode_chunk(tmp_path / "two.wav", c)[2]
+                                                      for c in chunks)
+
+
+def _peak_rss_mb(*args: str) -> float:
+    """Peak resident memory of a transcription (the largest process of a fresh parent's children)."""
+    probe = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL); "
+             "print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    out = subprocess.run([sys.executable, "-c", probe, str(REPO / "steps" / "transcribe.sh"), *args],
+                         stdout=subprocess.PIPE, text=True, check=True).stdout.split()
+    assert out[0] == "0"
+    return int(out[1]) / 1024
+
+
+def test_long_audio_is_decoded_in_bounded_memory(moved_model, tmp_path):
+    """Memory does not grow with the file's length (issue 17, item 7: 10 min of silence took 10.5 GB):
+    3 minutes of silence peak at about what 20 seconds do, with 20-second chunks."""
+    rate = 16000
+    sf.write(tmp_path / "short.wav", np.zeros(20 * rate, dtype=np.float32), rate)
+    sf.write(tmp_path / "long.wav", np.zeros(180 * rate, dtype=np.float32), rate)
+    options = ["--model-dir", str(moved_model), "--chunk-seconds", "20"]
+    short = _peak_rss_mb(*options, str(tmp_path / "short.wav"))
+    long = _peak_rss_mb(*options, str(tmp_path / "long.wav"))
+    assert long < 1.5 * short, (short, long)  # whole files: 634 and 3496 MB here

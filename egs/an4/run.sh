@@ -107,20 +107,20 @@ fi
 
 if run_stage 4; then
   log "Stage 4: compile HLG, decode and score dev and test, make the model directory self-contained"
-  require "$model_dir/epoch-$num_epochs.pt" 3 "$model_dir/.train.done.json"
+  require "$model_dir/epoch-$epoch.pt" 3 "$model_dir/.train.done.json"
   require "$lm_dir/G_${lm_order}_gram.fst.txt" 1 "$lm_dir/.train_lm_${lm_order}gram.done.json"
   "$root/steps/compile_hlg.sh" --force "$force" --log-dir "$log_dir" "$lang_dir" "$lm_dir/G_${lm_order}_gram.fst.txt"
   "$root/steps/decode.sh" --corpus an4 --splits "dev test" --epoch "$epoch" --avg "$avg" \
     --search-beam "$search_beam" --output-beam "$output_beam" --max-active-states "$max_active_states" \
-    --lm-scale "$lm_scale" --device "$device" "$lang_dir" "$fbank_dir" "$model_dir"
-  "$root/steps/bundle_model.sh" --corpus an4 --log-dir "$log_dir" "$lang_dir" "$fbank_dir" "$model_dir"
+    --lm-scale "$lm_scale" --device "$device" --force "$force" "$lang_dir" "$fbank_dir" "$model_dir"
+  "$root/steps/bundle_model.sh" --corpus an4 --force "$force" --log-dir "$log_dir" "$lang_dir" "$fbank_dir" "$model_dir"
   append_results "$model_dir/results-epoch-$epoch-avg-$avg.md" "$results_file"
 fi
 
 if run_stage 5; then
   log "Stage 5: decode train and dev into k2 lattices for sequence training"
   require "$lang_dir/HLG.pt" 4 "$lang_dir/.compile_hlg.done.json"
-  "$root/steps/make_lattices.sh" "${dist_opts[@]}" --corpus an4 --splits "train dev" --epoch "$num_epochs" --avg "$avg" \
+  "$root/steps/make_lattices.sh" "${dist_opts[@]}" --corpus an4 --splits "train dev" --epoch "$epoch" --avg "$avg" \
     --search-beam "$search_beam" --output-beam "$lattice_output_beam" --max-active-states "$max_active_states" \
     --lm-scale "$lm_scale" --device "$device" --force "$force" "$lang_dir" "$fbank_dir" "$model_dir"
 fi

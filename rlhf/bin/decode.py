@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Optional
 
 from rlhf.cli import (HelpFormatter, add_dataclass_options, add_inference_options, add_model_dirs, add_stage_options,
-                      dataclass_from_args, run_step)
+                      check_positive, dataclass_from_args, run_step)
 from rlhf.decode import METHODS, LatticeConfig, decode
 from rlhf.log import setup_logging
 
@@ -41,6 +41,7 @@ def main(argv: Optional[list[str]] = None) -> None:
         p.error("give --epoch (and --avg) or --checkpoint")
 
     def step() -> None:
+        check_positive(args, "max_duration")
         table = decode(args.lang_dir, args.fbank_dir, args.exp_dir, args.corpus, args.splits.split(), args.epoch,
                        args.avg, args.methods.split(), config, args.max_duration, args.device, args.force,
                        args.checkpoint)

@@ -28,11 +28,12 @@ from torch.distributed.elastic.multiprocessing.errors import record
 
 from rlhf import distributed
 from rlhf.cli import (HelpFormatter, add_dataclass_options, add_device_option, add_distributed_options, add_model_dirs,
-                      add_stage_options, dataclass_from_args, run_step)
+                      add_stage_options, check_positive, dataclass_from_args, run_step)
 from rlhf.decode import LatticeConfig
 from rlhf.finetune import FinetuneConfig, finetune, report
 from rlhf.hf import HessianFreeConfig, HessianFreeError
 from rlhf.log import setup_logging
+from rlhf.rl.objective import NonFiniteWeightError
 
 # Martens' lambda = 1 and 50 CG steps made tiny steps on this objective (RESULTS.md, stage 7);
 # these come from short pilot runs on the default corpus (held-out loss and dev WER; never test).
@@ -71,10 +72,11 @@ def main(argv: Optional[list[str]] = None) -> None:
     lattice_config = dataclass_from_args(LatticeConfig, args, names=SEARCH_OPTIONS)
 
     def optimize() -> None:
+        check_positive(args, "max_duration")
         try:
             finetune(args.lang_dir, args.fbank_dir, args.exp_dir, args.corpus, args.epoch, args.avg, config,
                      hf_config, lattice_config, out_dir, args.max_duration, args.device, args.force, args.dev_split)
-        except HessianFreeError as e:
+        except (HessianFreeError, NonFiniteWeightError) as e:
             raise ValueError(f"{e} (the last good model is in {out_dir}/state.pt and best.pt)") from e
 
     def decode_best() -> None:

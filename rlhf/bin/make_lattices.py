@@ -20,7 +20,7 @@ from torch.distributed.elastic.multiprocessing.errors import record
 
 from rlhf import distributed
 from rlhf.cli import (HelpFormatter, add_dataclass_options, add_distributed_options, add_inference_options,
-                      add_model_dirs, add_stage_options, dataclass_from_args, run_step)
+                      add_model_dirs, add_stage_options, check_positive, dataclass_from_args, run_step)
 from rlhf.decode import LatticeConfig
 from rlhf.log import setup_logging
 from rlhf.make_lattices import GRAPHS, make_lattices
@@ -45,6 +45,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     config = dataclass_from_args(LatticeConfig, args)
 
     def step() -> None:
+        check_positive(args, "max_duration", "shard_size")
         out = make_lattices(args.lang_dir, args.fbank_dir, args.exp_dir, args.corpus, args.splits.split(), args.epoch,
                             args.avg, args.graph, config, args.shard_size, args.max_duration, args.max_utts,
                             args.device, args.force)

@@ -26,7 +26,7 @@ from typing import Optional
 from torch.distributed.elastic.multiprocessing.errors import record
 
 from rlhf.cli import (HelpFormatter, add_dataclass_options, add_device_option, add_distributed_options, add_model_dirs,
-                      add_stage_options, dataclass_from_args, run_step)
+                      add_stage_options, check_positive, dataclass_from_args, run_step)
 from rlhf.lang.tokenizer import Tokenizer
 from rlhf.log import setup_logging
 from rlhf.model import add_model_options, model_config_from_args
@@ -50,6 +50,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     setup_logging(args.log_dir or args.exp_dir / "log", "train")
 
     def step() -> None:
+        check_positive(args, "num_epochs", "max_duration")
         vocab_size = Tokenizer(args.lang_dir).vocab_size
         config = dataclass_from_args(TrainConfig, args)
         train(args.lang_dir, args.fbank_dir, args.exp_dir, args.corpus,

@@ -12,7 +12,7 @@ from lhotse import AudioSource, Recording, RecordingSet, SupervisionSegment, Sup
 from lhotse.qa import validate_recordings_and_supervisions
 
 from rlhf.manifests import SPLITS, manifest_path
-from rlhf.stage import StageMarker, atomic_output
+from rlhf.stage import StageMarker, atomic_output, write_manifest
 
 
 
@@ -118,8 +118,7 @@ def prepare_manifests(corpus_dir: Path, output_dir: Path, corpus_name: str, samp
     output_dir.mkdir(parents=True, exist_ok=True)
     for split, m in manifests.items():
         for kind, manifest in (("recordings", m.recordings), ("supervisions", m.supervisions)):
-            with atomic_output(manifest_path(output_dir, corpus_name, kind, split)) as tmp:
-                manifest.to_file(tmp)
+            write_manifest(manifest, manifest_path(output_dir, corpus_name, kind, split))
     with atomic_output(output_dir / "summary.json") as tmp:
         tmp.write_text(json.dumps(summary, indent=2) + "\n")
     log_summary(summary)

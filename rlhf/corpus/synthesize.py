@@ -139,6 +139,8 @@ def _render_and_write(args: tuple[Utterance, CorpusConfig, Path]) -> dict:
 
 def synthesize_corpus(config: CorpusConfig, corpus_dir: Path, num_jobs: int = 1, force: bool = False) -> None:
     """Write the corpus to ``corpus_dir`` (skipped when it is already complete for ``config``)."""
+    if num_jobs < 1:
+        raise ValueError(f"--nj must be above 0, got {num_jobs}")
     marker = StageMarker(corpus_dir, "synthesize", vars(config))
     if corpus_dir.exists() and not (corpus_dir / "speakers.tsv").exists():
         raise FileExistsError(f"{corpus_dir} exists but was not made by local/synthesize_corpus.sh; "

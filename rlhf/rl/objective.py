@@ -27,7 +27,7 @@ import k2
 import torch
 
 from rlhf.k2_private import backward_scores, forward_scores, total_scores
-from rlhf.rl.mdp import LatticeMdp
+from rlhf.rl.mdp import LatticeMdp, first_arcs
 from rlhf.rl.rewards import edit_distance
 
 
@@ -54,6 +54,26 @@ def rescore(log_probs: torch.Tensor, output_index: torch.Tensor, graph_scores: t
     return torch.where(real, kappa * picked, torch.zeros_like(picked)) + graph_scores.to(picked.dtype)
 
 
+class NonFiniteWeightError(ValueError):
+    """An arc weight is NaN or infinite (a diverged network, say): raised, never dropped, so it
+    cannot pass for an arc of probability 0."""
+
+
+def check_finite_weights(mdp: LatticeMdp, weights: torch.Tensor) -> None:
+    """NonFiniteWeightError naming the first arc (lattice, arc within it) whose weight is not finite."""
+    bad = ~torch.isfinite(weights.detach())
+    if not bool(bad.any()):
+        return
+    arcs = torch.nonzero(bad).squeeze(1)
+    a = int(arcs[0])
+    fsa = int(mdp.arc_fsa[a])
+    local = a - int(first_arcs(mdp.fsas)[fsa])
+    more = f" ({arcs.numel()} non-finite arc weights in all)" if arcs.numel() > 1 else ""
+    raise NonFiniteWeightError(f"non-finite arc weight {float(weights[a])} on arc {local} of lattice {fsa} "
+                               f"(arc {a} of the FsaVec){more}: the network output or the graph scores are not "
+                               f"finite")
+
+
 @dataclass
 class Posteriors:
     """Log-semiring forward-backward of an FsaVec under arc weights w (float64)."""
@@ -64,7 +84,11 @@ class Posteriors:
 
 
 def posteriors(mdp: LatticeMdp, weights: torch.Tensor) -> Posteriors:
-    """Arc posteriors of the lattices in ``mdp`` re-scored with ``weights`` (no autograd)."""
+    """Arc posteriors of the lattices in ``mdp`` re-scored with ``weights`` (no autograd).
+
+    A non-finite weight raises NonFiniteWeightError naming its lattice and arc.
+    """
+    check_finite_weights(mdp, weights)
     fsas = k2.Fsa(mdp.fsas.arcs.clone())
     fsas.scores = weights.detach().to(torch.float32)  # k2 keeps float32 scores; sums are done in double
     alpha = forward_scores(fsas, log_semiring=True)
@@ -141,7 +165,7 @@ def expected_advantage(weights: torch.Tensor, mdp: LatticeMdp, advantages: torch
     """Per lattice, sum_a gamma(a) A(a) under the lattice posterior of ``weights`` ([num_fsas], float64).
 
     ``advantages`` must be finite (the stage-6 values give dead arcs -inf: pass 0 there, their
-    occupancy is 0 anyway).
+    occupancy is 0 anyway), and so must ``weights`` (NonFiniteWeightError names the arc).
     """
     if not bool(torch.isfinite(advantages).all()):
         raise ValueError("advantages must be finite; set arcs with no complete path (-inf) to 0")
@@ -164,8 +188,10 @@ def sample_paths(mdp: LatticeMdp, post: Posteriors, weights: torch.Tensor, num_p
     Walks all paths one step at a time (vectorized over paths). k2 keeps a state's arcs
     contiguous, so the key src(a) + (cumulative pi up to a) increases along the arc array and a
     uniform draw u picks the arc by ``searchsorted(key, s + u)``. Returns the arcs of all paths
-    and the path each arc belongs to; lattices without a complete path get none.
+    and the path each arc belongs to; lattices without a complete path get none. A non-finite
+    weight raises NonFiniteWeightError.
     """
+    check_finite_weights(mdp, weights)
     w = weights.detach().to(torch.float64)
     pi = _arc_probs(w, post.beta.index_select(0, mdp.dest), post.beta.index_select(0, mdp.src))
     # Cumulative pi within each state: global cumsum minus the cumsum before the state's first arc.
@@ -226,8 +252,15 @@ def expected_path_advantage(weights: torch.Tensor, paths: SampledPaths, baseline
     """Per lattice, sum_i P(i) (R_i - baseline), P the posterior renormalized over its sampled paths.
 
     Differentiable in ``weights`` by autograd ([num_fsas], float64; 0 for a lattice without paths).
+    A non-finite weight on a sampled path raises NonFiniteWeightError.
     """
     w = weights.to(torch.float64)
+    on_paths = w.detach().index_select(0, paths.arcs)
+    if not bool(torch.isfinite(on_paths).all()):
+        k = int(torch.nonzero(~torch.isfinite(on_paths))[0])
+        raise NonFiniteWeightError(f"non-finite arc weight {float(on_paths[k])} on arc {int(paths.arcs[k])} of the "
+                                   f"FsaVec, on a sampled path of lattice {int(paths.fsa_of_path[paths.path_of_arc[k]])}"
+                                   f": the network output or the graph scores are not finite")
     num_paths = paths.fsa_of_path.numel()
     score = torch.zeros(num_paths, dtype=torch.float64, device=w.device).index_add(
         0, paths.path_of_arc, w.index_select(0, paths.arcs))

@@ -86,7 +86,7 @@ def levenshtein_automaton(reference: list[int], vocabulary: list[int]) -> k2.Fsa
     table = table[torch.argsort(table[:, 0] * (1 << 20) + table[:, 1], stable=True)]
     arcs = torch.cat([table[:, :3], torch.zeros(len(table), 1, dtype=torch.int32)], 1)
     fsa = k2.Fsa(arcs)
-    fsa.reward = table[:, 3].to(torch.float32)
+    fsa.reward = _dense(table[:, 3].to(torch.float32))
     return fsa
 
 
@@ -108,12 +108,12 @@ def edit_product(lattice: k2.Fsa, references: list[list[int]]) -> EditProduct:
         raise ValueError("the lattice has no aux_labels (output labels) to compare with the reference")
     marked = k2.Fsa(lattice.arcs.clone())
     marked.aux_labels = lattice.aux_labels.clone() if isinstance(lattice.aux_labels, k2.RaggedTensor) \
-        else lattice.aux_labels.clone()
+        else _dense(lattice.aux_labels)
     marked.lattice_arc_plus1 = torch.arange(1, lattice.num_arcs + 1, dtype=torch.int32, device=lattice.device)
     outputs = k2.invert(marked.to("cpu"))  # labels := output labels; multi-output arcs become chains
     acceptor = k2.Fsa(outputs.arcs.clone())
-    acceptor.scores = torch.zeros_like(acceptor.scores)
-    acceptor.lattice_arc_plus1 = outputs.lattice_arc_plus1
+    acceptor.scores = torch.zeros(acceptor.num_arcs, dtype=torch.float32)
+    acceptor.lattice_arc_plus1 = _dense(outputs.lattice_arc_plus1)
     labels_per_fsa = _labels_per_fsa(acceptor)
     automata = k2.create_fsa_vec([levenshtein_automaton(ref, vocab)
                                   for ref, vocab in zip(references, labels_per_fsa)])
@@ -125,6 +125,12 @@ def edit_product(lattice: k2.Fsa, references: list[list[int]]) -> EditProduct:
     lattice_arc = product.lattice_arc_plus1.long() - 1
     fsas = k2.Fsa(product.arcs.clone())
     return EditProduct(fsas.to(lattice.device), rewards.to(lattice.device), lattice_arc.to(lattice.device))
+
+
+def _dense(t: torch.Tensor) -> torch.Tensor:
+    """A copy with stride 1. k2 takes only stride-1 attributes, and torch keeps the stride of a
+    one-element view (a column of a one-arc FSA's arcs, say) through clone(), to() and contiguous()."""
+    return t.clone(memory_format=torch.contiguous_format)
 
 
 def _labels_per_fsa(acceptor: k2.Fsa) -> list[list[int]]:

@@ -60,6 +60,8 @@ def check_complete(corpus_dir: Path, part: str, recordings: RecordingSet) -> Non
 
 def prepare(corpus_dir: Optional[Path], download_dir: Path, manifest_dir: Path, train_parts: Sequence[str],
             heldout_parts: Sequence[str], num_jobs: int, force: bool) -> None:
+    if num_jobs < 1:
+        raise ValueError(f"--nj must be above 0, got {num_jobs}")
     with invalidated_on_error(manifest_dir, "prepare_librispeech"):  # stage 1 then refuses an earlier run's manifests
         _prepare(corpus_dir, download_dir, manifest_dir, train_parts, heldout_parts, num_jobs, force)
 
