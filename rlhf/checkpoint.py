@@ -17,6 +17,11 @@ from rlhf.model import CtcModel, ModelConfig
 from rlhf.stage import save_torch
 
 
+# Names the epoch (and --avg) that stage 3 selected, which stages 4-7 and rlhf-transcribe use by
+# default (utils/recipe_lib.sh: selected_epoch); written when training completes.
+SELECTED = "selected.json"
+
+
 def checkpoint_path(exp_dir: Path, epoch: int) -> Path:
     return Path(exp_dir) / f"epoch-{epoch}.pt"
 

@@ -19,7 +19,8 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.tensorboard import SummaryWriter
 
 from rlhf import distributed
-from rlhf.checkpoint import average_states, checkpoint_path, load_checkpoint, save_checkpoint, set_aside_checkpoints
+from rlhf.checkpoint import (SELECTED, average_states, checkpoint_path, load_checkpoint, save_checkpoint,
+                             set_aside_checkpoints)
 from rlhf.ctc import CtcGraphCompiler, ctc_loss, greedy_search
 from rlhf.data import batch_inputs, count_batches, load_cuts, make_dataloader
 from rlhf.bundle import bundle_lang
@@ -320,10 +321,6 @@ def train(lang_dir: Path, fbank_dir: Path, exp_dir: Path, corpus: str, model_con
                                        "epochs_trained": len(history), "converged": selection.converged,
                                        "patience": config.patience, "select": config.select}, indent=2) + "\n")
         marker.write()
-
-
-# The epoch stage 3 selected, which stages 4-7 decode and fine-tune (utils/recipe_lib.sh: selected_epoch).
-SELECTED = "selected.json"
 
 
 @dataclass

@@ -2,6 +2,7 @@
 training features, one decoding method; long files in chunks, so memory does not grow with them.
 """
 
+import json
 import logging
 from dataclasses import dataclass
 from math import gcd
@@ -14,7 +15,7 @@ import soundfile as sf
 import torch
 from lhotse import Fbank, FbankConfig
 
-from rlhf.checkpoint import average_checkpoints, load_model
+from rlhf.checkpoint import SELECTED, average_checkpoints, load_model
 from rlhf.corpus.acoustics import resample
 from rlhf.ctc import greedy_search
 from rlhf.decode import Decoder, LatticeConfig, get_lattice, get_texts, lattice_num_arcs
@@ -56,12 +57,22 @@ def latest_epoch(model_dir: Path) -> int:
     return max(epochs)
 
 
-def load_model_for_decoding(model_dir: Path, checkpoint: Optional[Path], epoch: Optional[int], avg: int) -> CtcModel:
-    """``--checkpoint`` when given, else ``epoch-N.pt`` averaged with the ``avg``-1 epochs before it."""
+def load_model_for_decoding(model_dir: Path, checkpoint: Optional[Path], epoch: Optional[int],
+                            avg: Optional[int]) -> CtcModel:
+    """``--checkpoint`` when given, else ``epoch-N.pt`` averaged with the ``avg``-1 epochs before it.
+
+    Without ``epoch``: the epoch stage 3 selected (``selected.json``, with the ``avg`` it judged),
+    else the last one (with ``avg`` 1).
+    """
     if checkpoint is not None:
         logging.info("Model: %s", checkpoint)
         return load_model(checkpoint)
+    selected = model_dir / SELECTED
+    if epoch is None and selected.is_file():
+        chosen = json.loads(selected.read_text())
+        epoch, avg = chosen["epoch"], avg or chosen["avg"]
     epoch = epoch if epoch is not None else latest_epoch(model_dir)
+    avg = avg or 1
     logging.info("Model: %s, epoch %d averaged over %d epoch(s)", model_dir, epoch, avg)
     return average_checkpoints(model_dir, epoch, avg)
 

@@ -1,5 +1,6 @@
 """rlhf-transcribe: a trained model directory, moved away from its data, transcribes audio files."""
 
+import json
 import shutil
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from lhotse import load_manifest
 
 from conftest import REPO
 from rlhf.bundle import FeatureConfig
+from rlhf.checkpoint import average_checkpoints, load_model
 from rlhf.corpus.acoustics import resample
 from rlhf.decode import LatticeConfig, get_texts
 from rlhf.graphs import read_symbols
@@ -203,3 +205,21 @@ def test_long_audio_is_decoded_in_bounded_memory(moved_model, tmp_path):
     short = _peak_rss_mb(*options, str(tmp_path / "short.wav"))
     long = _peak_rss_mb(*options, str(tmp_path / "long.wav"))
     assert long < 1.5 * short, (short, long)  # whole files: 634 and 3496 MB here
+
+
+def test_default_model_is_the_epoch_training_selected(tiny_recipe, tmp_path):
+    """Without --epoch, the model stage 3 selected (selected.json: epoch and --avg), not the last epoch."""
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny_recipe.model_dir, model_dir, ignore=shutil.ignore_patterns("lattices", "finetune"))
+    chosen = json.loads((model_dir / "selected.json").read_text())
+    default = load_model_for_decoding(model_dir, None, None, None).state_dict()
+    expected = average_checkpoints(model_dir, chosen["epoch"], chosen["avg"]).state_dict()
+    assert all(torch.equal(default[k], v) for k, v in expected.items())
+    (model_dir / "selected.json").write_text(json.dumps({**chosen, "epoch": 1, "avg": 1}))
+    first = load_model(model_dir / "epoch-1.pt").state_dict()
+    default = load_model_for_decoding(model_dir, None, None, None).state_dict()
+    assert all(torch.equal(default[k], v) for k, v in first.items())
+    (model_dir / "selected.json").unlink()  # a directory without it: the last epoch, alone
+    last = load_model(model_dir / "epoch-2.pt").state_dict()
+    default = load_model_for_decoding(model_dir, None, None, None).state_dict()
+    assert all(torch.equal(default[k], v) for k, v in last.items())

@@ -39,9 +39,12 @@ def main(argv: Optional[list[str]] = None) -> None:
     p.add_argument("audio", type=Path, nargs="+", help="audio files (any format soundfile reads)")
     p.add_argument("--model-dir", type=Path, required=True,
                    help="a trained, bundled model directory, e.g. exp/ctc_tdnn")
-    p.add_argument("--epoch", type=int, default=None, help="use the model of epoch-N.pt (default: the last epoch) ...")
-    p.add_argument("--avg", type=int, default=1,
-                   help="... averaged (parameter by parameter) with the K-1 epochs before it")
+    p.add_argument("--epoch", type=int, default=None,
+                   help="use the model of epoch-N.pt (default: the epoch training selected, selected.json, else the "
+                        "last) ...")
+    p.add_argument("--avg", type=int, default=None,
+                   help="... averaged (parameter by parameter) with the K-1 epochs before it (default: the --avg "
+                        "training judged with, else 1)")
     p.add_argument("--checkpoint", type=Path, default=None,
                    help="a checkpoint file (a fine-tuned best.pt, say) instead of --epoch/--avg")
     p.add_argument("--lang-dir", type=Path, default=None, help="the lang files (default: <model-dir>/lang)")
