@@ -50,6 +50,9 @@ class TrainConfig:
     lr: float = field(default=2e-3, metadata={"help": "peak Adam learning rate, reached after --warmup-steps"})
     warmup_steps: int = field(default=300, metadata={
         "help": "optimizer steps of linear learning-rate warm-up; then the rate decays as 1/sqrt(step)"})
+    lr_epochs: float = field(default=0.0, metadata={
+        "help": "also decay the learning rate with the epoch, by icefall's Eden factor ((e^2 + E^2) / E^2)^-0.25 "
+                "in epoch e (1 in the first epoch; E is this option; 0: no epoch decay)"})
     clip_grad_norm: float = field(default=5.0, metadata={
         "help": "largest L2 norm of a step's gradient (a larger one is scaled down to it)"})
     seed: int = field(default=42, metadata={
@@ -106,6 +109,14 @@ def learning_rate_factor(step: int, warmup_steps: int) -> float:
     return min(step / warmup_steps, math.sqrt(warmup_steps / step))
 
 
+def epoch_factor(epoch: int, lr_epochs: float) -> float:
+    """icefall's Eden epoch factor, ((e^2 + E^2) / E^2)^-0.25 with e the epochs completed; 1 for E = 0."""
+    if lr_epochs <= 0:
+        return 1.0
+    done = epoch - 1
+    return ((done ** 2 + lr_epochs ** 2) / lr_epochs ** 2) ** -0.25
+
+
 class Trainer:
     """Training steps and evaluation of a CtcModel, in one process or as one rank of several.
 
@@ -127,8 +138,10 @@ class Trainer:
         if self.ctx.enabled:
             self.network = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
         self.optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+        self.epoch = 1  # set by train_epoch: the Eden epoch factor depends on it (--lr-epochs)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda step: learning_rate_factor(step, config.warmup_steps))
+            self.optimizer,
+            lambda step: learning_rate_factor(step, config.warmup_steps) * epoch_factor(self.epoch, config.lr_epochs))
         self.step = 0
 
     def train_step(self, batch: Optional[dict]) -> Optional[float]:
@@ -395,6 +408,9 @@ def train_epoch(trainer: Trainer, train_loader, dev_loader, epoch: int, tb: Opti
     random.seed(seed)
     np.random.seed(seed)
     train_loader.sampler.set_epoch(epoch)
+    trainer.epoch = epoch
+    for group, base_lr in zip(trainer.optimizer.param_groups, trainer.scheduler.base_lrs):
+        group["lr"] = base_lr * trainer.scheduler.lr_lambdas[0](trainer.scheduler.last_epoch)
     start = time.time()
     loss_sum, num_batches, skipped = 0.0, 0, 0
     progress = distributed.progress_bar(desc=f"epoch {epoch}", unit="batch",

@@ -14,7 +14,7 @@ from rlhf.ctc import CtcGraphCompiler, ctc_loss, greedy_search
 from rlhf.data import batch_inputs, load_cuts, make_dataloader
 from rlhf.lang.tokenizer import Tokenizer
 from rlhf.model import CtcModel, ModelConfig
-from rlhf.train import EpochStats, TrainConfig, Trainer, select_epoch, train
+from rlhf.train import EpochStats, TrainConfig, Trainer, epoch_factor, learning_rate_factor, select_epoch, train
 
 TINY_MODEL = dict(hidden_dim=32, num_layers=2, subsampling_channels=8)
 
@@ -94,7 +94,8 @@ def test_average_of_one_checkpoint_is_the_checkpoint(tmp_path, word_tokenizer):
 def test_resume_equals_uninterrupted_training(tiny_recipe, tmp_path):
     lang, fbank = tiny_recipe.data_dir / "lang_bpe_50", tiny_recipe.data_dir / "fbank"
     model_config = ModelConfig(vocab_size=50, **TINY_MODEL)
-    config = TrainConfig(num_epochs=2, max_duration=20, warmup_steps=5, lr=3e-3)
+    # With the Eden epoch factor: the learning rate then also changes at the epoch boundary.
+    config = TrainConfig(num_epochs=2, max_duration=20, warmup_steps=5, lr=3e-3, lr_epochs=1.0)
     exp = tmp_path / "exp"
     train(lang, fbank, exp, "synth", model_config, config, device_name="cpu")
     uninterrupted = torch.load(checkpoint_path(exp, 2))
@@ -239,3 +240,11 @@ def test_epoch_progress_bar_counts_to_the_epochs_batches(tiny_recipe, tmp_path, 
     epoch_bars = [bar for bar in bars if bar.desc.startswith("epoch")]
     assert [(bar.total, bar.n) for bar in epoch_bars] == [(h["num_batches"], h["num_batches"]) for h in history]
     assert history[0]["num_batches"] > 1
+
+
+def test_eden_epoch_factor_decays_the_rate_from_the_second_epoch():
+    assert epoch_factor(1, 4.0) == 1.0 and epoch_factor(7, 0.0) == 1.0
+    assert epoch_factor(5, 4.0) == pytest.approx(2 ** -0.25)  # 4 epochs done: ((16 + 16) / 16)^-1/4
+    assert epoch_factor(30, 2.0) < epoch_factor(10, 2.0) < epoch_factor(10, 4.0) < 1
+    # The warm-up and step decay are unchanged by it.
+    assert learning_rate_factor(50, 100) == 0.5 and learning_rate_factor(400, 100) == 0.5
