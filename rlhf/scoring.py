@@ -98,10 +98,14 @@ def compute_wer(utts: Sequence[Utterance]) -> WerStats:
     )
 
 
+def utterance_errors(utts: Sequence[Utterance]) -> list[int]:
+    """Word errors (insertions + deletions + substitutions) of each utterance; one jiwer call."""
+    return [sum(_edit_type(r, h) != "cor" for r, h in ali) for ali in _align_all(utts)]
+
+
 def oracle_hypothesis(ref: list[str], hyps: Sequence[list[str]]) -> list[str]:
     """The hypothesis with the fewest errors against ``ref`` (the first of equals); one jiwer call."""
-    alignments = _align_all([Utterance("", ref, h) for h in hyps])
-    errors = [sum(_edit_type(r, h) != "cor" for r, h in ali) for ali in alignments]
+    errors = utterance_errors([Utterance("", ref, h) for h in hyps])
     return hyps[errors.index(min(errors))]
 
 

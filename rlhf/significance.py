@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rlhf.scoring import Utterance, _align_all, _edit_type
+from rlhf.scoring import Utterance, utterance_errors
 
 _RECOGS_LINE = re.compile(r"^(?P<cut>.+?):\t(?P<side>ref|hyp)=(?P<words>\[.*\])$")
 
@@ -34,11 +34,6 @@ def read_recogs(path: Path) -> dict[str, Utterance]:
     if incomplete:
         raise ValueError(f"{path}: cut {incomplete[0]} has no {'hyp' if 'ref' in sides[incomplete[0]] else 'ref'} line")
     return {c: Utterance(c, s["ref"], s["hyp"]) for c, s in sides.items()}
-
-
-def utterance_errors(utts: list[Utterance]) -> np.ndarray:
-    """Word errors (insertions + deletions + substitutions) of each utterance."""
-    return np.array([sum(_edit_type(r, h) != "cor" for r, h in ali) for ali in _align_all(utts)], dtype=np.int64)
 
 
 @dataclass
@@ -84,8 +79,8 @@ def paired_bootstrap(a: dict[str, Utterance], b: dict[str, Utterance], num_sampl
     ref_words = np.array([len(a[c].ref) for c in cuts], dtype=np.int64)
     if ref_words.sum() == 0:
         raise ValueError("the references hold no words")
-    err_a = utterance_errors([a[c] for c in cuts])
-    err_b = utterance_errors([b[c] for c in cuts])
+    err_a = np.array(utterance_errors([a[c] for c in cuts]), dtype=np.int64)
+    err_b = np.array(utterance_errors([b[c] for c in cuts]), dtype=np.int64)
     rng = np.random.default_rng(seed)
     samples = rng.integers(0, len(cuts), size=(num_samples, len(cuts)))
     words = ref_words[samples].sum(axis=1)

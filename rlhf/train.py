@@ -138,11 +138,18 @@ class Trainer:
         if self.ctx.enabled:
             self.network = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
         self.optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-        self.epoch = 1  # set by train_epoch: the Eden epoch factor depends on it (--lr-epochs)
+        self.epoch = 1  # set_epoch: the Eden epoch factor depends on it (--lr-epochs)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer,
             lambda step: learning_rate_factor(step, config.warmup_steps) * epoch_factor(self.epoch, config.lr_epochs))
         self.step = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Start ``epoch``: the learning rate takes its Eden epoch factor (--lr-epochs) at once,
+        not only after the epoch's first step."""
+        self.epoch = epoch
+        for group, base_lr in zip(self.optimizer.param_groups, self.scheduler.base_lrs):
+            group["lr"] = base_lr * self.scheduler.lr_lambdas[0](self.scheduler.last_epoch)
 
     def train_step(self, batch: Optional[dict]) -> Optional[float]:
         """One update; returns the loss per frame, or None when the batch was skipped.
@@ -317,9 +324,7 @@ def train(lang_dir: Path, fbank_dir: Path, exp_dir: Path, corpus: str, model_con
                                 train_config=vars(config), history=saved_history(history))
                 record_timings(exp_dir, f"train-epoch-{epoch}", {"seconds": stats.seconds})
                 logging.info("Wrote %s", checkpoint_path(exp_dir, epoch))
-    selection = select_epoch(history, config.patience)
-    if config.select == "last":
-        selection.epoch = history[-1].epoch if selection.epoch is not None else None
+    selection = select_epoch(history, config.patience, config.select)
     if selection.epoch is None:
         raise ValueError(f"no epoch could be judged: --avg {config.avg} is more than the {len(history)} epoch(s) "
                          f"trained; lower --avg or raise --num-epochs")
@@ -349,13 +354,14 @@ class Selection:
         return f"not converged after {self.last_judged} epochs (last new best: epoch {self.last_progress})"
 
 
-def select_epoch(history: list[EpochStats], patience: int) -> Selection:
+def select_epoch(history: list[EpochStats], patience: int, select: str = "best") -> Selection:
     """The convergence rule and the selection, from the judged (averaged) models' dev numbers.
 
     Progress is a new lowest dev WER or a new lowest dev loss: on the CTC plateau the WER stays
     near 100% while the loss falls, and the loss alone can creep down while the WER no longer
     moves. Training has converged when ``patience`` (> 0) judged epochs in a row made no
-    progress. The selected epoch has the lowest dev WER (ties: lower dev loss, then earlier).
+    progress. The selected epoch has the lowest dev WER (ties: lower dev loss, then earlier);
+    with ``select`` "last", the last judged epoch.
     """
     judged = [h for h in history if h.judged_dev_wer is not None]
     if not judged:
@@ -368,7 +374,8 @@ def select_epoch(history: list[EpochStats], patience: int) -> Selection:
         best_wer, best_loss = min(best_wer, h.judged_dev_wer), min(best_loss, h.judged_dev_loss)
     best = min(judged, key=lambda h: (h.judged_dev_wer, h.judged_dev_loss, h.epoch))
     converged = patience > 0 and judged[-1].epoch - last_progress >= patience
-    return Selection(best.epoch, last_progress, judged[-1].epoch, converged)
+    chosen = judged[-1] if select == "last" else best
+    return Selection(chosen.epoch, last_progress, judged[-1].epoch, converged)
 
 
 def judge_epoch(trainer: Trainer, stats: EpochStats, exp_dir: Path, avg: int, dev_loader,
@@ -408,9 +415,7 @@ def train_epoch(trainer: Trainer, train_loader, dev_loader, epoch: int, tb: Opti
     random.seed(seed)
     np.random.seed(seed)
     train_loader.sampler.set_epoch(epoch)
-    trainer.epoch = epoch
-    for group, base_lr in zip(trainer.optimizer.param_groups, trainer.scheduler.base_lrs):
-        group["lr"] = base_lr * trainer.scheduler.lr_lambdas[0](trainer.scheduler.last_epoch)
+    trainer.set_epoch(epoch)
     start = time.time()
     loss_sum, num_batches, skipped = 0.0, 0, 0
     progress = distributed.progress_bar(desc=f"epoch {epoch}", unit="batch",

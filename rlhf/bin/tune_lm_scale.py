@@ -16,6 +16,9 @@ from rlhf.decode import LatticeConfig, sweep_lm_scales
 from rlhf.log import setup_logging
 from rlhf.stage import atomic_output
 
+# The search options the sweep takes from the command line (the LM scale is what it varies).
+SEARCH_OPTIONS = ("search_beam", "output_beam", "max_active_states")
+
 
 def main(argv: Optional[list[str]] = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
@@ -24,7 +27,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     p.add_argument("--lm-scales", default="0.3 0.4 0.5 0.6 0.7 0.8 0.9 1.0 1.2",
                    help="the LM scales to try, space-separated")
     add_inference_options(p)
-    add_dataclass_options(p, LatticeConfig(), names=["search_beam", "output_beam", "max_active_states"])
+    add_dataclass_options(p, LatticeConfig(), names=SEARCH_OPTIONS)
     add_stage_options(p, "<exp_dir>/log")
     args = p.parse_args(argv)
     setup_logging(args.log_dir or args.exp_dir / "log", "tune_lm_scale")
@@ -36,7 +39,7 @@ def main(argv: Optional[list[str]] = None) -> None:
             raise ValueError(f"--lm-scales takes numbers separated by spaces, got {args.lm_scales!r}")
         if not scales or min(scales) <= 0:
             raise ValueError(f"--lm-scales needs positive numbers, got {args.lm_scales!r}")
-        config = dataclass_from_args(LatticeConfig, args, names=["search_beam", "output_beam", "max_active_states"])
+        config = dataclass_from_args(LatticeConfig, args, names=SEARCH_OPTIONS)
         stats = sweep_lm_scales(args.lang_dir, args.fbank_dir, args.exp_dir, args.corpus, args.split, args.epoch,
                                 args.avg, scales, config, args.max_duration, args.device)
         best = min(stats, key=lambda s: (stats[s].wer, abs(s - LatticeConfig().lm_scale)))
