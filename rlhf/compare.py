@@ -2,14 +2,26 @@
 
 Reads the baseline's stage-4 results (``results-epoch-N-avg-K.json``) and, for every run
 directory, its ``progress.json`` (dev WER during optimization) and ``results-best.json``
-(the best model decoded like stage 4). Writes ``<out>.md`` and ``<out>.png``.
+(the best model decoded like stage 4). Writes ``<out>.md`` and ``<out>.png``. With a recogs
+directory it also gathers every system's test hypotheses there (so the comparison can be
+re-scored without re-running it) and adds, for runs named ``<method>-seed<k>``, each method's
+mean and spread over the seeds and a paired bootstrap on test against the baseline and
+against a reference method (rlhf/significance.py).
 """
 
 import json
+import re
+import shutil
+import statistics
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
+from rlhf.significance import paired_bootstrap, read_recogs
 from rlhf.stage import atomic_output
+
+_SEED = re.compile(r"-seed(?P<seed>[0-9]+)$")
+# The decodings whose test hypotheses are gathered: (stage-4 output directory, file-name suffix).
+RECOGS_KINDS = (("hlg-1best", ""), ("ctc-greedy", "-greedy"))
 
 
 def _load(path: Path, made_by: str) -> dict:
@@ -56,7 +68,85 @@ def plot_dev_wer(runs: dict[str, dict], path: Path) -> None:
     plt.close(fig)
 
 
-def compare(baseline_results: Path, run_dirs: Sequence[Path], out: Path, splits: Sequence[str]) -> str:
+def method_and_seed(run_name: str) -> tuple[str, Optional[int]]:
+    """``rl-hf-frame-seed2`` -> (``rl-hf-frame``, 2); a name without the suffix has no seed."""
+    m = _SEED.search(run_name)
+    return (run_name[:m.start()], int(m["seed"])) if m else (run_name, None)
+
+
+def gather_recogs(baseline_results: Path, run_dirs: Sequence[Path], recogs_dir: Path) -> dict[str, str]:
+    """Copy the test recogs of the baseline and every run into ``recogs_dir`` as
+    ``recogs-test-<system>[-greedy].txt``; a method run with one seed only loses the -seed suffix.
+    Returns run directory name -> system name."""
+    runs_of: dict[str, int] = {}
+    for d in run_dirs:
+        runs_of[method_and_seed(d.name)[0]] = runs_of.get(method_and_seed(d.name)[0], 0) + 1
+    systems = {d.name: (method_and_seed(d.name)[0] if runs_of[method_and_seed(d.name)[0]] == 1 else d.name)
+               for d in run_dirs}
+    suffix = baseline_results.stem[len("results-"):]  # epoch-N-avg-K
+    sources = [(baseline_results.parent / kind / f"recogs-test-{suffix}.txt", f"baseline{tag}")
+               for kind, tag in RECOGS_KINDS]
+    sources += [(d / kind / "recogs-test-best.txt", systems[d.name] + tag) for d in run_dirs for kind, tag in RECOGS_KINDS]
+    recogs_dir.mkdir(parents=True, exist_ok=True)
+    for source, system in sources:
+        if not source.is_file():
+            raise FileNotFoundError(f"{source} not found: decode the test set first (stage 4, or stage 7's decoding)")
+        with atomic_output(recogs_dir / f"recogs-test-{system}.txt") as tmp:
+            shutil.copyfile(source, tmp)
+    return systems
+
+
+def _mean_spread(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f} ({min(values):.2f}-{max(values):.2f})"
+
+
+def seed_table(runs: dict[str, tuple[dict, dict]]) -> str:
+    """Markdown: per method, over its seeds, the mean ± standard deviation (min-max) of best dev
+    WER and test WER (HLG and ctc-greedy), and the updates made."""
+    methods: dict[str, list[tuple[dict, dict]]] = {}
+    for name, run in runs.items():
+        methods.setdefault(method_and_seed(name)[0], []).append(run)
+    lines = ["| method | seeds | updates | best dev WER (HLG) | test HLG | test ctc-greedy |", "|---|---|---|---|---|---|"]
+    for method, method_runs in methods.items():
+        updates = [p["iteration"] for p, _ in method_runs]
+        lines.append("| " + " | ".join([
+            method, str(len(method_runs)), f"{min(updates)}-{max(updates)}" if len(set(updates)) > 1 else str(updates[0]),
+            _mean_spread([p["best_wer"] for p, _ in method_runs]),
+            _mean_spread([r["rows"]["hlg-1best"]["test"]["wer"] for _, r in method_runs]),
+            _mean_spread([r["rows"]["ctc-greedy"]["test"]["wer"] for _, r in method_runs])]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def significance_table(recogs_dir: Path, systems: dict[str, str], reference_method: str,
+                       num_samples: int = 10000) -> str:
+    """Markdown: every run's test WER difference (absolute points, 95% interval) against the
+    baseline, HLG and ctc-greedy, and against ``reference_method``'s run of the same seed (HLG)."""
+    def recogs(system: str) -> dict:
+        return read_recogs(recogs_dir / f"recogs-test-{system}.txt")
+
+    def cell(a: str, b: str) -> str:
+        r = paired_bootstrap(recogs(a), recogs(b), num_samples)
+        rel = 100 * r.difference / r.wer_a if r.wer_a else float("nan")
+        return (f"{r.difference:+.2f} ({rel:+.1f}%) [{r.low:+.2f}, {r.high:+.2f}]"
+                + (" **significant**" if r.significant else ""))
+
+    reference_of_seed = {method_and_seed(name)[1]: system for name, system in systems.items()
+                         if method_and_seed(name)[0] == reference_method}
+    lines = [f"| run | test HLG vs baseline | test greedy vs baseline | test HLG vs {reference_method} |",
+             "|---|---|---|---|"]
+    for name, system in systems.items():
+        method, seed = method_and_seed(name)
+        ref = reference_of_seed.get(seed)
+        against_ref = cell(ref, system) if ref is not None and method != reference_method else "-"
+        lines.append(f"| {system} | {cell('baseline', system)} | {cell('baseline-greedy', system + '-greedy')} | "
+                     f"{against_ref} |")
+    return "\n".join(lines) + "\n"
+
+
+def compare(baseline_results: Path, run_dirs: Sequence[Path], out: Path, splits: Sequence[str],
+            recogs_dir: Optional[Path] = None, reference_method: str = "rl-hf-frame") -> str:
     baseline = _load(baseline_results, "decode the baseline first (stage 4)")
     runs = {}
     for d in run_dirs:
@@ -68,6 +158,13 @@ def compare(baseline_results: Path, run_dirs: Sequence[Path], out: Path, splits:
     budget = "no time budget" if budgets == [0] else f"time budget(s) {budgets} s of optimization each"
     text = (f"Fine-tuning from the baseline on the same lattices; {budget}. "
             f"WER (%) of the model with the best dev WER; plot: {out.with_suffix('.png').name}.\n\n" + table)
+    if any(method_and_seed(name)[1] is not None for name in runs):
+        text += "\nPer method over its seeds: mean ± standard deviation (min-max).\n\n" + seed_table(runs)
+    if recogs_dir is not None:
+        systems = gather_recogs(baseline_results, run_dirs, recogs_dir)
+        text += (f"\nPaired bootstrap over the test utterances (10000 resamples): WER difference, points "
+                 f"(relative), 95% interval; recogs in {recogs_dir.name}/.\n\n"
+                 + significance_table(recogs_dir, systems, reference_method))
     md, png = out.with_suffix(".md"), out.with_suffix(".png")
     if md.is_file() and png.is_file() and md.read_text() == text:
         return text  # unchanged: a re-run leaves the files (and the results log) alone

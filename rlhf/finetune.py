@@ -34,7 +34,8 @@ class FinetuneConfig:
     objective: str = field(default="rl", metadata={
         "choices": OBJECTIVES,
         "help": "the loss: rl (minus the expected stage-6 advantage under the re-scored lattice posterior), "
-                "mwer (k2's mwer_loss on the re-scored lattices) or ctc (the baseline's CTC loss)"})
+                "mwer (k2's mwer_loss on the re-scored lattices), mmi (lattice MMI: the reference's CTC graph against "
+                "the re-scored lattice) or ctc (the baseline's CTC loss)"})
     optimizer: str = field(default="hf", metadata={
         "choices": OPTIMIZERS, "help": "hf (Hessian-free; the rl objective only) or adam"})
     reward: str = field(default="frame", metadata={

@@ -63,6 +63,9 @@ class TrainConfig:
         "help": "DataLoader worker processes (0: batches are read in the training process)"})
     spec_augment: bool = field(default=True, metadata={
         "help": "mask random time and frequency bands of the training features (SpecAugment)"})
+    time_warp_factor: int = field(default=80, metadata={
+        "help": "SpecAugment's time warp: the most frames the warp point moves (icefall's 80 suits 15-second "
+                "utterances; short ones want less; 0: no warp)"})
 
 
 @dataclass
@@ -307,6 +310,7 @@ def train(lang_dir: Path, fbank_dir: Path, exp_dir: Path, corpus: str, model_con
     # on the seed, the epoch and the world size.
     train_loader = make_dataloader(train_cuts, config.max_duration, shuffle=True, seed=config.seed,
                                    num_workers=config.num_workers, spec_augment=config.spec_augment,
+                                   time_warp_factor=config.time_warp_factor,
                                    num_features=model_config.num_features, world_size=ctx.world_size, rank=ctx.rank)
     dev_loader = make_dataloader(dev_cuts, config.max_duration, shuffle=False, num_workers=config.num_workers,
                                  world_size=ctx.world_size, rank=ctx.rank)

@@ -8,13 +8,15 @@ import torch
 from rlhf import distributed
 from rlhf.checkpoint import average_checkpoints, model_digest
 from rlhf.compare import compare
-from rlhf.ctc import CtcGraphCompiler
+from rlhf.ctc import CtcGraphCompiler, ctc_loss
 from rlhf.decode import LatticeConfig
 from rlhf.finetune import FinetuneConfig, finetune, trainable_parameters
 from rlhf.hf import HessianFreeConfig
 from rlhf.lang.tokenizer import Tokenizer
 from rlhf.lattice_batches import load_split_lattices
-from rlhf.rl.sequence_objective import SequenceObjective
+from rlhf.rl.sequence_objective import SequenceObjective, mmi_loss
+from rlhf.scoring import Utterance, write_recogs
+from rlhf.significance import read_recogs
 from rlhf.stage import file_digest
 
 LATTICE = LatticeConfig(max_active_states=1000, lm_scale=0.5)
@@ -67,7 +69,8 @@ def test_hf_run_is_deterministic_and_resume_equals_an_uninterrupted_run(tiny_rec
 
 
 @pytest.mark.parametrize("objective,optimizer,reward", [
-    ("rl", "hf", "edit"), ("rl", "adam", "frame"), ("mwer", "adam", "frame"), ("ctc", "adam", "frame")])
+    ("rl", "hf", "edit"), ("rl", "adam", "frame"), ("mwer", "adam", "frame"), ("mmi", "adam", "frame"),
+    ("ctc", "adam", "frame")])
 @pytest.mark.slow
 def test_every_method_runs_and_moves_the_model(request, tmp_path, objective, optimizer, reward):
     recipe = request.getfixturevalue("edit_recipe" if reward == "edit" else "tiny_recipe")
@@ -102,6 +105,36 @@ def test_curvature_products_are_positive_semidefinite_on_the_real_objective(tiny
     # linear in v
     u, v = torch.randn(size, dtype=torch.float64, generator=rng), torch.randn(size, dtype=torch.float64, generator=rng)
     torch.testing.assert_close(product(2 * u + v), 2 * product(u) + product(v))
+
+
+def test_mmi_gradient_moves_each_frames_mass_from_the_lattice_to_the_reference(tiny_recipe):
+    # d loss / d log p(v | t) = kappa (den occupancy - num occupancy): both occupancies sum to 1 in
+    # every frame of every utterance, so the gradient sums to 0 over v there, and to 0 on padding;
+    # a lattice scored against another utterance's frames, or a sign slip, breaks this.
+    lang_dir = tiny_recipe.data_dir / "lang_bpe_50"
+    model = average_checkpoints(tiny_recipe.model_dir, 2, 2)
+    data = load_split_lattices(tiny_recipe.model_dir / "lattices", "train", "frame",
+                               tiny_recipe.data_dir / "fbank" / "synth_cuts_train.jsonl.gz", model_digest(model),
+                               file_digest(lang_dir / "tokens.txt"))
+    config = FinetuneConfig(objective="mmi", optimizer="adam", kappa=0.5)
+    objective = SequenceObjective(model, list(model.parameters()), config, CtcGraphCompiler(Tokenizer(lang_dir)),
+                                  torch.device("cpu"))
+    batch = data.batch(range(min(6, data.num_utts)))
+    with torch.no_grad():
+        log_probs, lengths, index = objective.forward(batch)
+    log_probs.requires_grad_(True)
+    loss = mmi_loss(batch, objective.arc_weights(log_probs, index, batch), log_probs, lengths, objective.compiler,
+                    config.kappa)
+    assert loss.shape == (len(batch.texts),) and torch.isfinite(loss).all()
+    grad, = torch.autograd.grad(loss.sum(), log_probs)
+    assert grad.abs().max() > 1e-3  # the lattices hold more than the reference
+    torch.testing.assert_close(grad.sum(-1), torch.zeros_like(grad.sum(-1)), atol=1e-5, rtol=0)
+    assert float(grad.min()) >= -config.kappa - 1e-5 and float(grad.max()) <= config.kappa + 1e-5
+    with torch.no_grad():  # a small step against it makes the reference more likely (the loss's sign)
+        stepped = log_probs - 0.1 * grad
+        before = ctc_loss(log_probs, lengths, batch.texts, objective.compiler)
+        after = ctc_loss(stepped, lengths, batch.texts, objective.compiler)
+    assert float(after.sum()) < float(before.sum())
 
 
 def test_lattices_of_another_model_are_refused(tiny_recipe, tmp_path):
@@ -152,6 +185,63 @@ def test_comparison_table_and_plot(tmp_path):
     with pytest.raises(FileNotFoundError, match="results-best.json"):
         (runs[0] / "results-best.json").unlink()
         compare(tmp_path / "baseline.json", runs, tmp_path / "comparison", ["dev", "test"])
+
+
+def test_bench_comparison_gathers_recogs_summarizes_seeds_and_tests_significance(tmp_path):
+    refs = [["a", "b", "c", "d"]] * 40
+
+    def write_system(directory, name, hyps, wer):
+        for kind, extra in (("hlg-1best", 0), ("ctc-greedy", 1)):
+            utts = [Utterance(f"cut{i}", r, h[:len(h) - extra]) for i, (r, h) in enumerate(zip(refs, hyps))]
+            write_recogs(directory / kind / name, utts)
+        return {"rows": {"hlg-1best": {"dev": {"wer": wer}, "test": {"wer": wer}},
+                         "ctc-greedy": {"dev": {"wer": wer + 1}, "test": {"wer": wer + 1}}}}
+
+    exp = tmp_path / "exp"
+    (exp / "hlg-1best").mkdir(parents=True)
+    (exp / "ctc-greedy").mkdir()
+    wrong = [["a", "x", "y", "d"]] * 20 + refs[20:]  # the baseline gets 40 of 160 words wrong
+    (exp / "results-epoch-9-avg-2.json").write_text(json.dumps(write_system(exp, "recogs-test-epoch-9-avg-2.txt",
+                                                                             wrong, 25.0)))
+    runs = []
+    for method, seed, fixed in (("rl-hf-frame", 0, 10), ("rl-hf-frame", 1, 18), ("mmi-adam", 0, 0),
+                                ("mmi-adam", 1, 2), ("ctc-adam", 0, 1)):
+        run = tmp_path / f"{method}-seed{seed}"
+        (run / "hlg-1best").mkdir(parents=True)
+        (run / "ctc-greedy").mkdir()
+        hyps = refs[:fixed] + wrong[fixed:]
+        wer = 100 * 2 * (20 - fixed) / 160
+        (run / "results-best.json").write_text(json.dumps(write_system(run, "recogs-test-best.txt", hyps, wer)))
+        history = [{"iteration": 0, "seconds": 0.0, "dev_wer": 25.0}, {"iteration": 4, "seconds": 60.0, "dev_wer": wer}]
+        (run / "progress.json").write_text(json.dumps({"options": {"time_budget": 60}, "iteration": 4 + seed,
+                                                        "seconds": 60.0, "best_wer": wer, "best_iteration": 4,
+                                                        "history": history}))
+        runs.append(run)
+    recogs_dir = tmp_path / "results" / "finetune-bench-synth"
+    text = compare(exp / "results-epoch-9-avg-2.json", runs, tmp_path / "comparison", ["dev", "test"],
+                   recogs_dir=recogs_dir, reference_method="rl-hf-frame")
+    assert sorted(p.name for p in recogs_dir.iterdir()) == sorted(
+        ["recogs-test-baseline.txt", "recogs-test-baseline-greedy.txt", "recogs-test-ctc-adam.txt",
+         "recogs-test-ctc-adam-greedy.txt"]
+        + [f"recogs-test-{m}-seed{k}{g}.txt" for m in ("rl-hf-frame", "mmi-adam") for k in (0, 1) for g in ("", "-greedy")])
+    assert read_recogs(recogs_dir / "recogs-test-mmi-adam-seed1.txt")["cut5"].hyp == ["a", "x", "y", "d"]
+    lines = text.splitlines()
+    assert "| rl-hf-frame | 2 | 4-5 | 7.50 ± 7.07 (2.50-12.50) | 7.50 ± 7.07 (2.50-12.50) | 8.50 ± 7.07 (3.50-13.50) |" \
+        in lines
+    assert "| ctc-adam | 1 | 4 | 23.75 | 23.75 | 24.75 |" in lines  # one seed: no -seed0 suffix
+    cells = {line.split(" | ")[0][2:]: line.split(" | ")[1:] for line in lines if line.startswith("| ")}
+    # rl-hf-frame seed 0 fixes 10 of the baseline's 20 wrong utterances: -12.50 points (-50%)
+    assert cells["rl-hf-frame-seed0"][0].startswith("-12.50 (-50.0%) [") and "significant" in cells["rl-hf-frame-seed0"][0]
+    assert cells["rl-hf-frame-seed0"][2] == "- |"  # the reference method is not compared with itself
+    assert cells["mmi-adam-seed0"][0].startswith("+0.00 (+0.0%) [+0.00, +0.00]")  # the baseline's hypotheses
+    assert "significant" not in cells["mmi-adam-seed0"][0]
+    # against rl-hf-frame of the same seed: seed 0 +12.50 (12.5 -> 25), seed 1 +20.00 (2.5 -> 22.5)
+    assert cells["mmi-adam-seed0"][2].startswith("+12.50 (+100.0%) [") and "significant" in cells["mmi-adam-seed0"][2]
+    assert cells["mmi-adam-seed1"][2].startswith("+20.00 (+800.0%) [")
+    assert cells["ctc-adam"][2].startswith("+11.25 (+90.0%) [")  # its seed 0 against rl-hf-frame-seed0
+    (runs[0] / "hlg-1best" / "recogs-test-best.txt").unlink()
+    with pytest.raises(FileNotFoundError, match="recogs-test-best.txt"):
+        compare(exp / "results-epoch-9-avg-2.json", runs, tmp_path / "comparison", ["dev", "test"], recogs_dir=recogs_dir)
 
 
 def test_time_budget_bar_counts_seconds_of_the_budget(tiny_recipe, tmp_path, monkeypatch):

@@ -130,6 +130,15 @@ def test_batches_carry_texts_and_frames_of_their_own_cuts(tiny_recipe):
             assert num_frames[i] == by_id[cut_id].num_frames
 
 
+def test_time_warp_factor_reaches_spec_augment(tiny_recipe):
+    cuts = load_cuts(tiny_recipe.data_dir / "fbank" / "synth_cuts_dev.jsonl.gz")
+    for factor in (0, 10, 80):
+        (augment,) = make_dataloader(cuts, 10, shuffle=True, num_buckets=2, spec_augment=True, time_warp_factor=factor
+                                     ).dataset.input_transforms
+        assert augment.time_warp_factor == factor
+    assert not make_dataloader(cuts, 10, shuffle=True, num_buckets=2, spec_augment=False).dataset.input_transforms
+
+
 @pytest.mark.slow
 def test_training_is_deterministic_across_processes(tiny_recipe, tmp_path):
     """The same seed gives the same weights in a fresh process (SpecAugment and dropout included)."""

@@ -2,7 +2,8 @@
 
 Reads the baseline's stage-4 results (``results-epoch-N-avg-K.json``) and, for every run
 directory, its ``progress.json`` and ``results-best.json``; writes ``<out>.md`` and ``<out>.png``
-(rlhf/compare.py).
+(rlhf/compare.py); with ``--recogs-dir``, gathers the test recogs and adds the per-seed summary
+and the paired bootstrap.
 """
 
 import argparse
@@ -23,9 +24,15 @@ def main(argv: Optional[list[str]] = None) -> None:
     p.add_argument("--out", type=Path, required=True,
                    help="write the table to OUT.md and the plot of dev WER against time to OUT.png")
     p.add_argument("--splits", default="dev test", help="the splits tabulated, space-separated")
+    p.add_argument("--recogs-dir", type=Path,
+                   help="gather every system's test recogs here (recogs-test-<system>[-greedy].txt) and add a paired "
+                        "bootstrap on test against the baseline and --reference-method")
+    p.add_argument("--reference-method", default="rl-hf-frame",
+                   help="the method every other one is also compared with, seed by seed")
     args = p.parse_args(argv)
     setup_logging(None, "compare-finetune")
-    run_step(lambda: print(compare(args.baseline_results, args.run_dirs, args.out, args.splits.split())))
+    run_step(lambda: print(compare(args.baseline_results, args.run_dirs, args.out, args.splits.split(),
+                                   args.recogs_dir, args.reference_method)))
 
 
 if __name__ == "__main__":

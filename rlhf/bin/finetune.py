@@ -4,6 +4,8 @@ Objectives (``--objective``), all evaluated on the stage-5 training lattices:
 - ``rl``: J(theta) = expected stage-6 advantage under the re-scored lattice posterior
   (rlhf.rl.objective; ``--reward frame`` or ``edit``), optionally plus ``--ctc-weight`` x CTC;
 - ``mwer``: k2's ``mwer_loss`` on the re-scored lattices (a control);
+- ``mmi``: lattice MMI, the reference's CTC graph (numerator) against the re-scored lattice
+  (denominator) (a control: the criterion k2 and icefall users know);
 - ``ctc``: the baseline's own CTC loss (a control: training on for the same time).
 Optimizers (``--optimizer``): ``hf`` (rlhf.hf, ``rl`` only) or ``adam``.
 

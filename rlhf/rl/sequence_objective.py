@@ -2,7 +2,8 @@
 
 A batch of stage-5 lattices (rlhf.lattice_batches) is re-scored by the current network and
 the loss is one of ``--objective``: ``rl`` (minus the expected stage-6 advantage,
-rlhf.rl.objective), ``mwer`` (k2's ``mwer_loss``) or ``ctc`` (the baseline's loss). Besides the
+rlhf.rl.objective), ``mwer`` (k2's ``mwer_loss``), ``mmi`` (lattice MMI: the reference's CTC
+graph against the re-scored lattice) or ``ctc`` (the baseline's loss). Besides the
 loss, ``SequenceObjective`` gives what Hessian-free asks for: the gradient over many batches
 (all-reduced over the ranks), the held-out value, and curvature-vector products G v (the
 generalized Gauss-Newton matrix with a positive semi-definite per-frame output curvature).
@@ -26,8 +27,25 @@ from rlhf.rl.objective import (arc_output_index, distinct_paths, expected_advant
 if TYPE_CHECKING:  # rlhf.finetune, the optimization loop, imports this module
     from rlhf.finetune import FinetuneConfig
 
-OBJECTIVES = ("rl", "mwer", "ctc")
+OBJECTIVES = ("rl", "mwer", "mmi", "ctc")
 CURVATURES = ("softmax", "occupancy")  # the output curvature of G v: see curvature_operator
+
+
+def mmi_loss(batch: LatticeBatch, weights: torch.Tensor, log_probs: torch.Tensor, lengths: torch.Tensor,
+             compiler: CtcGraphCompiler, kappa: float) -> torch.Tensor:
+    """Per-utterance lattice MMI loss, log p(den) - log p(num), both in the log semiring (N,).
+
+    Numerator: every CTC alignment of the reference (its CTC graph) scored by kappa x the network's
+    log-probs; denominator: the re-scored lattice (``weights``, graph scores included), as in
+    lattice-based MMI (Kaldi's nnet sequence training). The numerator carries no LM score: the
+    reference's is a constant of the parameters, so the loss is shifted, the gradient is not.
+    A reference the lattice lost can make the loss negative; it is kept (no frame dropping).
+    """
+    lattice = k2.Fsa(batch.lattice.arcs.clone(), aux_labels=batch.lattice.aux_labels)
+    lattice.scores = weights
+    den = lattice.get_tot_scores(log_semiring=True, use_double_scores=True)
+    num = -ctc_loss(kappa * log_probs, lengths, batch.texts, compiler)
+    return den.to(num.dtype) - num
 
 
 class SequenceObjective:
@@ -74,6 +92,8 @@ class SequenceObjective:
             lattice = k2.Fsa(batch.lattice.arcs.clone(), aux_labels=batch.lattice.aux_labels)
             lattice.scores = weights
             return k2.mwer_loss(lattice, batch.references, num_paths=c.num_paths, reduction="sum")
+        if c.objective == "mmi":
+            return mmi_loss(batch, weights, log_probs, lengths, self.compiler, c.kappa).sum()
         if c.reward == "frame":
             gain = expected_advantage(weights, batch.mdp, batch.advantage)
         else:
