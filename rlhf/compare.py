@@ -145,6 +145,31 @@ def significance_table(recogs_dir: Path, systems: dict[str, str], reference_meth
     return "\n".join(lines) + "\n"
 
 
+def cost_table(runs: dict[str, tuple[dict, dict]]) -> str:
+    """Markdown: what an HF iteration costs, in seconds and in Adam updates (the mean seconds per
+    update of the Adam runs, whose batches are the same size), broken down into its parts
+    (setup: the curvature operators' forward passes; gradient; curvature products; held-out
+    evaluations), with the calls of each. Empty without both kinds of run."""
+    adam = [p["seconds"] / p["iteration"] for p, _ in runs.values() if p["options"].get("optimizer") == "adam"
+            and p["iteration"] > 0]
+    hf = {name: [s for s in p["steps"] if "breakdown" in s] for name, (p, _) in runs.items()
+          if p["options"].get("optimizer") == "hf"}
+    hf = {name: steps for name, steps in hf.items() if steps}
+    if not adam or not hf:
+        return ""
+    update = statistics.mean(adam)
+    parts = ("setup", "gradient", "curvature", "heldout")
+    lines = [f"One Adam update: {update:.2f} s (mean over {len(adam)} Adam run(s)).", "",
+             "| HF run | iterations | s per iteration | Adam updates per iteration | "
+             + " | ".join(f"{part} s (calls)" for part in parts) + " |", "|" + "---|" * (4 + len(parts))]
+    for name, steps in hf.items():
+        seconds = statistics.mean(sum(s["breakdown"][part]["seconds"] for part in parts) for s in steps)
+        cells = [f"{statistics.mean(s['breakdown'][part]['seconds'] for s in steps):.2f} "
+                 f"({statistics.mean(s['breakdown'][part]['calls'] for s in steps):.1f})" for part in parts]
+        lines.append(f"| {name} | {len(steps)} | {seconds:.2f} | {seconds / update:.1f} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def compare(baseline_results: Path, run_dirs: Sequence[Path], out: Path, splits: Sequence[str],
             recogs_dir: Optional[Path] = None, reference_method: str = "rl-hf-frame") -> str:
     baseline = _load(baseline_results, "decode the baseline first (stage 4)")
@@ -160,6 +185,9 @@ def compare(baseline_results: Path, run_dirs: Sequence[Path], out: Path, splits:
             f"WER (%) of the model with the best dev WER; plot: {out.with_suffix('.png').name}.\n\n" + table)
     if any(method_and_seed(name)[1] is not None for name in runs):
         text += "\nPer method over its seeds: mean ± standard deviation (min-max).\n\n" + seed_table(runs)
+    cost = cost_table(runs)
+    if cost:
+        text += "\nThe cost of an HF iteration (mean over its iterations).\n\n" + cost
     if recogs_dir is not None:
         systems = gather_recogs(baseline_results, run_dirs, recogs_dir)
         text += (f"\nPaired bootstrap over the test utterances (10000 resamples): WER difference, points "

@@ -8,7 +8,7 @@ import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 
@@ -100,6 +100,21 @@ class FinetuneConfig:
     def run_options(self) -> dict:
         """Options that change the optimization path (not where or how long it stops)."""
         return {k: v for k, v in asdict(self).items() if k not in ("max_iters", "time_budget")}
+
+
+class Timed:
+    """A function that counts its calls and the seconds spent in them (an HF iteration's breakdown)."""
+
+    def __init__(self, fn: Callable):
+        self.fn, self.calls, self.seconds = fn, 0, 0.0
+
+    def __call__(self, *args):
+        start = time.perf_counter()
+        try:
+            return self.fn(*args)
+        finally:
+            self.calls += 1
+            self.seconds += time.perf_counter() - start
 
 
 def trainable_parameters(model: CtcModel, trainable: str) -> list[torch.nn.Parameter]:
@@ -250,6 +265,7 @@ class Finetuner:
     def hf_iteration(self) -> float:
         c, obj = self.config, self.objective
         it = self.progress.iteration
+        start = time.perf_counter()
         rng = random.Random(f"{c.seed}-{it}")
         ids = _subset(list(range(len(self.train_batches))), c.grad_fraction, rng)
         grad_batches = [self.train_batches[i] for i in ids]
@@ -267,21 +283,30 @@ class Finetuner:
                     log_probs, _, index = obj.forward(b)
                     obj.paths[i] = obj.draw_paths(b, obj.arc_weights(log_probs, index, b), it, i)
 
+        setup_seconds = time.perf_counter() - start  # the curvature operators' forward passes, edit paths
+
+        @Timed
         def gradient_fn():
             return obj.gradient(grad_batches, ids, it)
 
+        @Timed
         def curvature_fn(v: torch.Tensor) -> torch.Tensor:
             product = torch.zeros_like(v)
             for op in curvature:
                 product += op(v)
             return distributed.all_reduce_sum(product) / len(curvature_ids)
 
+        @Timed
         def heldout_fn() -> float:
             return obj.value(self.heldout_batches, heldout_ids)
 
         info = self.optimizer.step(gradient_fn, curvature_fn, heldout_fn)
+        breakdown = {"setup": {"seconds": setup_seconds, "calls": 1}}
+        breakdown.update({name: {"seconds": fn.seconds, "calls": fn.calls} for name, fn in
+                          (("gradient", gradient_fn), ("curvature", curvature_fn), ("heldout", heldout_fn))})
         self.progress.steps.append({**asdict(info), "seconds_total": self.progress.seconds + info.seconds,
-                                    "grad_utts": len(grad_utts), "curvature_utts": len(curvature_utts)})
+                                    "grad_utts": len(grad_utts), "curvature_utts": len(curvature_utts),
+                                    "breakdown": breakdown})
         return info.heldout_after
 
     def update_batches(self, update: int) -> list[int]:

@@ -42,6 +42,10 @@ def test_stage7_fine_tunes_and_reports_baseline_against_fine_tuned(tiny_recipe):
     # HF never keeps a step that makes the held-out objective worse, and these steps improve it (J rises)
     for step in progress["steps"]:
         assert step["heldout_after"] <= step["heldout_before"]
+        parts = step["breakdown"]  # one gradient, a curvature product per CG step, held-out values
+        assert parts["gradient"]["calls"] == 1 and parts["curvature"]["calls"] >= step["cg_iters"] >= 1
+        assert parts["heldout"]["calls"] >= 2 and parts["setup"]["calls"] == 1
+        assert 0 < sum(p["seconds"] for p in parts.values()) <= step["seconds"] + parts["setup"]["seconds"] + 1e-6
     assert progress["steps"][-1]["heldout_after"] < progress["steps"][0]["heldout_before"]
     assert (out / "best.pt").is_file() and (out / "comparison.png").stat().st_size > 0
     table = (out / "comparison.md").read_text()
@@ -213,9 +217,14 @@ def test_bench_comparison_gathers_recogs_summarizes_seeds_and_tests_significance
         wer = 100 * 2 * (20 - fixed) / 160
         (run / "results-best.json").write_text(json.dumps(write_system(run, "recogs-test-best.txt", hyps, wer)))
         history = [{"iteration": 0, "seconds": 0.0, "dev_wer": 25.0}, {"iteration": 4, "seconds": 60.0, "dev_wer": wer}]
-        (run / "progress.json").write_text(json.dumps({"options": {"time_budget": 60}, "iteration": 4 + seed,
-                                                        "seconds": 60.0, "best_wer": wer, "best_iteration": 4,
-                                                        "history": history}))
+        optimizer = method.split("-")[1]
+        # an Adam update takes 0.5 s (60 s / 120 updates); an HF iteration 10 s (1 + 2 + 6 + 1)
+        steps = [{"breakdown": {"setup": {"seconds": 1.0, "calls": 1}, "gradient": {"seconds": 2.0, "calls": 1},
+                                "curvature": {"seconds": 6.0, "calls": 12 + k}, "heldout": {"seconds": 1.0, "calls": 3}}}
+                 for k in range(2)] if optimizer == "hf" else []
+        (run / "progress.json").write_text(json.dumps({
+            "options": {"time_budget": 60, "optimizer": optimizer}, "iteration": 4 + seed if steps else 120,
+            "seconds": 60.0, "best_wer": wer, "best_iteration": 4, "history": history, "steps": steps}))
         runs.append(run)
     recogs_dir = tmp_path / "results" / "finetune-bench-synth"
     text = compare(exp / "results-epoch-9-avg-2.json", runs, tmp_path / "comparison", ["dev", "test"],
@@ -226,9 +235,11 @@ def test_bench_comparison_gathers_recogs_summarizes_seeds_and_tests_significance
         + [f"recogs-test-{m}-seed{k}{g}.txt" for m in ("rl-hf-frame", "mmi-adam") for k in (0, 1) for g in ("", "-greedy")])
     assert read_recogs(recogs_dir / "recogs-test-mmi-adam-seed1.txt")["cut5"].hyp == ["a", "x", "y", "d"]
     lines = text.splitlines()
+    assert "One Adam update: 0.50 s (mean over 3 Adam run(s))." in lines
+    assert "| rl-hf-frame-seed1 | 2 | 10.00 | 20.0 | 1.00 (1.0) | 2.00 (1.0) | 6.00 (12.5) | 1.00 (3.0) |" in lines
     assert "| rl-hf-frame | 2 | 4-5 | 7.50 ± 7.07 (2.50-12.50) | 7.50 ± 7.07 (2.50-12.50) | 8.50 ± 7.07 (3.50-13.50) |" \
         in lines
-    assert "| ctc-adam | 1 | 4 | 23.75 | 23.75 | 24.75 |" in lines  # one seed: no -seed0 suffix
+    assert "| ctc-adam | 1 | 120 | 23.75 | 23.75 | 24.75 |" in lines  # one seed: no -seed0 suffix
     cells = {line.split(" | ")[0][2:]: line.split(" | ")[1:] for line in lines if line.startswith("| ")}
     # rl-hf-frame seed 0 fixes 10 of the baseline's 20 wrong utterances: -12.50 points (-50%)
     assert cells["rl-hf-frame-seed0"][0].startswith("-12.50 (-50.0%) [") and "significant" in cells["rl-hf-frame-seed0"][0]
