@@ -58,13 +58,15 @@ def original_cuts(cuts: CutSet) -> CutSet:
 
 def make_dataloader(cuts: CutSet, max_duration: float, shuffle: bool, seed: int = 0, num_buckets: int = 10,
                     num_workers: int = 0, spec_augment: bool = False, num_features: int = 80,
-                    time_warp_factor: int = 80, world_size: int = 1, rank: int = 0) -> DataLoader:
+                    time_warp_factor: int = 80, num_feature_masks: int = 2, world_size: int = 1,
+                    rank: int = 0) -> DataLoader:
     """Batches of at most ``max_duration`` seconds of audio.
 
     Training shuffles within duration buckets (less padding); decoding keeps manifest order.
     The order is a function of ``seed`` and the epoch set with ``loader.sampler.set_epoch``.
     ``spec_augment`` masks time and frequency bands (icefall's settings, the frequency mask
-    scaled to ``num_features``) and warps time by up to ``time_warp_factor`` frames (0: no warp);
+    scaled to ``num_features``; ``num_feature_masks`` of them) and warps time by up to
+    ``time_warp_factor`` frames (0: no warp);
     its draws come from the ``random``, numpy and torch generators.
     With ``world_size`` > 1 the batches are dealt out to the ranks (``rank`` gets every
     world_size-th one; lhotse gives every rank the same number). The world size is always
@@ -78,7 +80,7 @@ def make_dataloader(cuts: CutSet, max_duration: float, shuffle: bool, seed: int 
                                           seed=seed, drop_last=False, world_size=world_size, rank=rank)
     else:
         sampler = SimpleCutSampler(cuts, max_duration=max_duration, shuffle=False, world_size=world_size, rank=rank)
-    transforms = [SpecAugment(time_warp_factor=time_warp_factor, num_feature_masks=2,
+    transforms = [SpecAugment(time_warp_factor=time_warp_factor, num_feature_masks=num_feature_masks,
                               features_mask_size=max(1, round(27 * num_features / 80)), num_frame_masks=10,
                               frames_mask_size=100)] if spec_augment else []
     dataset = K2SpeechRecognitionDataset(return_cuts=True, input_transforms=transforms)

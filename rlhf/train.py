@@ -66,6 +66,8 @@ class TrainConfig:
     time_warp_factor: int = field(default=80, metadata={
         "help": "SpecAugment's time warp: the most frames the warp point moves (icefall's 80 suits 15-second "
                 "utterances; short ones want less; 0: no warp)"})
+    feature_masks: int = field(default=2, metadata={
+        "help": "SpecAugment's frequency masks per utterance (each up to 27 of 80 bins; 0: none)"})
 
 
 @dataclass
@@ -310,7 +312,7 @@ def train(lang_dir: Path, fbank_dir: Path, exp_dir: Path, corpus: str, model_con
     # on the seed, the epoch and the world size.
     train_loader = make_dataloader(train_cuts, config.max_duration, shuffle=True, seed=config.seed,
                                    num_workers=config.num_workers, spec_augment=config.spec_augment,
-                                   time_warp_factor=config.time_warp_factor,
+                                   time_warp_factor=config.time_warp_factor, num_feature_masks=config.feature_masks,
                                    num_features=model_config.num_features, world_size=ctx.world_size, rank=ctx.rank)
     dev_loader = make_dataloader(dev_cuts, config.max_duration, shuffle=False, num_workers=config.num_workers,
                                  world_size=ctx.world_size, rank=ctx.rank)

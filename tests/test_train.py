@@ -130,12 +130,12 @@ def test_batches_carry_texts_and_frames_of_their_own_cuts(tiny_recipe):
             assert num_frames[i] == by_id[cut_id].num_frames
 
 
-def test_time_warp_factor_reaches_spec_augment(tiny_recipe):
+def test_time_warp_and_feature_masks_reach_spec_augment(tiny_recipe):
     cuts = load_cuts(tiny_recipe.data_dir / "fbank" / "synth_cuts_dev.jsonl.gz")
-    for factor in (0, 10, 80):
-        (augment,) = make_dataloader(cuts, 10, shuffle=True, num_buckets=2, spec_augment=True, time_warp_factor=factor
-                                     ).dataset.input_transforms
-        assert augment.time_warp_factor == factor
+    for factor, masks in ((0, 0), (10, 1), (80, 2)):
+        (augment,) = make_dataloader(cuts, 10, shuffle=True, num_buckets=2, spec_augment=True, time_warp_factor=factor,
+                                     num_feature_masks=masks).dataset.input_transforms
+        assert (augment.time_warp_factor, augment.num_feature_masks) == (factor, masks)
     assert not make_dataloader(cuts, 10, shuffle=True, num_buckets=2, spec_augment=False).dataset.input_transforms
 
 
