@@ -44,6 +44,11 @@ class LatticeMdp:
         return self.src.long()
 
     @cached_property
+    def arc_splits(self) -> torch.Tensor:
+        """[num_states + 1] int32: state s's arcs are ``arc_splits[s]:arc_splits[s + 1]`` (k2 keeps them contiguous)."""
+        return self.fsas.arcs.shape().row_splits(2)
+
+    @cached_property
     def arc_fsa(self) -> torch.Tensor:
         """[num_arcs] the FSA each arc belongs to."""
         return arc_fsa_index(self.fsas)
