@@ -134,3 +134,171 @@ def q_sweeps(arc_splits, src, dest, rewards, q, v, alpha, gamma, temperature, to
         if residual <= tolerance:
             break
     return sweeps, residual
+
+
+@_jit
+def _prob(x):
+    """exp(x) with torch's nan_to_num: an arc at an unreachable or dead state has probability 0."""
+    p = math.exp(x)
+    if p != p:
+        return 0.0
+    if p == np.inf:
+        return np.finfo(np.float64).max
+    return p
+
+
+@_jit
+def arc_posteriors(state_splits, arc_splits, src, dest, weights, alpha, beta, log_total, occupancy):
+    """Log-semiring forward and backward scores, total scores and arc posteriors, as
+    rlhf.rl.objective.posteriors gets them from k2 (outputs in place).
+
+    Like k2's, the sweeps add the weights rounded to float32 (k2 keeps float32 scores) in
+    double; the posteriors use the weights as given. The forward sweep pushes each arc into
+    its destination as a running (max, sum of exp) pair: one exp per arc, no entering-arc index.
+    """
+    num_states = alpha.size
+    peak = np.full(num_states, -np.inf)
+    total = np.zeros(num_states)
+    for f in range(state_splits.size - 1):
+        if state_splits[f + 1] > state_splits[f]:
+            peak[state_splits[f]] = 0.0
+            total[state_splits[f]] = 1.0
+    for s in range(num_states):
+        alpha[s] = peak[s] + math.log(total[s]) if total[s] > 0.0 else -np.inf
+        if alpha[s] == -np.inf:
+            continue
+        for a in range(arc_splits[s], arc_splits[s + 1]):
+            x = alpha[s] + np.float64(np.float32(weights[a]))
+            d = dest[a]
+            if x > peak[d]:
+                total[d] = total[d] * math.exp(peak[d] - x) + 1.0
+                peak[d] = x
+            else:
+                total[d] += math.exp(x - peak[d])
+    beta[:] = -np.inf  # stays at a dead end (no arcs, not final)
+    for f in range(state_splits.size - 1):
+        if state_splits[f + 1] > state_splits[f]:
+            beta[state_splits[f + 1] - 1] = 0.0
+    for s in range(num_states - 1, -1, -1):
+        begin, end = arc_splits[s], arc_splits[s + 1]
+        if begin == end:
+            continue
+        best = -np.inf
+        for a in range(begin, end):
+            best = max(best, np.float64(np.float32(weights[a])) + beta[dest[a]])
+        if best == -np.inf:
+            beta[s] = best
+            continue
+        acc = 0.0
+        for a in range(begin, end):
+            acc += math.exp(np.float64(np.float32(weights[a])) + beta[dest[a]] - best)
+        beta[s] = best + math.log(acc)
+    for f in range(state_splits.size - 1):
+        first, end = state_splits[f], state_splits[f + 1]
+        if end == first:
+            log_total[f] = -np.inf
+            continue
+        log_total[f] = alpha[end - 1]
+        for a in range(arc_splits[first], arc_splits[end]):
+            occupancy[a] = _prob(alpha[src[a]] + np.float64(weights[a]) + beta[dest[a]] - log_total[f])
+
+
+@_jit
+def fsa_sums(state_splits, arc_splits, x, y, out):
+    """out[f] = sum over the arcs of FSA f of x * y, from 0 in arc order (as torch's index_add_)."""
+    for f in range(state_splits.size - 1):
+        acc = 0.0
+        for a in range(arc_splits[state_splits[f]], arc_splits[state_splits[f + 1]]):
+            acc += x[a] * y[a]
+        out[f] = acc
+
+
+@_jit
+def expected_advantage_grad(state_splits, arc_splits, src, dest, weights, alpha, beta, occupancy, values, per_fsa,
+                            grad_output, grad):
+    """d(sum_f grad_output[f] J_f)/dw into ``grad``: the expectation-semiring sweeps of
+    rlhf.rl.objective.expected_returns, then gamma(a) (E[sum A | a] - J) per arc.
+
+    ``before`` (forward, arcs in increasing order) and ``after`` (backward, a state's arcs
+    summed in arc order as torch's index_add_ does) are the expected sums of ``values`` before
+    a state given the path reaches it, and after it given the path leaves from it.
+    """
+    num_states = alpha.size
+    before = np.zeros(num_states)
+    after = np.zeros(num_states)
+    for a in range(src.size):
+        s, d = src[a], dest[a]
+        before[d] += _prob(np.float64(weights[a]) + alpha[s] - alpha[d]) * (before[s] + values[a])
+    for s in range(num_states - 1, -1, -1):
+        acc = 0.0
+        for a in range(arc_splits[s], arc_splits[s + 1]):
+            d = dest[a]
+            acc += _prob(np.float64(weights[a]) + beta[d] - beta[s]) * (values[a] + after[d])
+        after[s] = acc
+    for f in range(state_splits.size - 1):
+        for a in range(arc_splits[state_splits[f]], arc_splits[state_splits[f + 1]]):
+            given_arc = before[src[a]] + values[a] + after[dest[a]]
+            grad[a] = occupancy[a] * (given_arc - per_fsa[f]) * grad_output[f]
+
+
+@_jit
+def sampling_keys(arc_splits, dest, weights, beta, key):
+    """The search keys of rlhf.rl.objective.sample_paths: src(a) + pi(a | src) summed over the
+    state's arcs up to a (at most 1), pi = exp(w + beta(dest) - beta(src)).
+
+    The running sum runs over the whole arc array, as torch.cumsum does there, so that the keys,
+    and hence the sampled arcs, are the torch code's.
+    """
+    running = 0.0
+    for s in range(arc_splits.size - 1):
+        base = running
+        for a in range(arc_splits[s], arc_splits[s + 1]):
+            running += _prob(np.float64(weights[a]) + beta[dest[a]] - beta[s])
+            key[a] = np.float64(s) + min(running - base, 1.0)
+
+
+@_jit
+def walk_paths(key, arc_splits, dest, current, final, path_ids, num_walking, uniforms, out_arcs, out_paths):
+    """Advance the walking paths one arc per uniform, a step of every walking path at a time
+    (the order in which the torch code draws them), while ``uniforms`` holds a whole step.
+
+    A path at state s takes its first arc a with key(a) >= s + u (the last arc if none).
+    ``current``, ``final``, ``path_ids``: the walking paths, compacted in place. Returns the
+    uniforms used (= arcs written to ``out_arcs``/``out_paths``) and the paths still walking.
+    """
+    used = 0
+    while num_walking > 0 and used + num_walking <= uniforms.size:
+        kept = 0
+        for i in range(num_walking):
+            s = current[i]
+            x = np.float64(s) + uniforms[used + i]
+            a, end = arc_splits[s], arc_splits[s + 1]
+            while a < end and key[a] < x:
+                a += 1
+            a = min(a, end - 1)
+            out_arcs[used + i] = a
+            out_paths[used + i] = path_ids[i]
+            if dest[a] != final[i]:
+                current[kept], final[kept], path_ids[kept] = dest[a], final[i], path_ids[i]
+                kept += 1
+        used += num_walking
+        num_walking = kept
+    return used, num_walking
+
+
+@_jit
+def group_by_path(arcs, paths, num_paths):
+    """Arcs and path ids ordered by path, each path's arcs in the order taken (a stable counting sort)."""
+    start = np.zeros(num_paths + 1, dtype=np.int64)
+    for p in paths:
+        start[p + 1] += 1
+    for p in range(num_paths):
+        start[p + 1] += start[p]
+    sorted_arcs = np.empty_like(arcs)
+    sorted_paths = np.empty_like(paths)
+    for i in range(arcs.size):
+        p = paths[i]
+        sorted_arcs[start[p]] = arcs[i]
+        sorted_paths[start[p]] = p
+        start[p] += 1
+    return sorted_arcs, sorted_paths

@@ -44,6 +44,11 @@ class LatticeMdp:
         return self.src.long()
 
     @cached_property
+    def state_splits(self) -> torch.Tensor:
+        """[num_fsas + 1] int32: FSA f's states are ``state_splits[f]:state_splits[f + 1]``."""
+        return self.fsas.arcs.shape().row_splits(1)
+
+    @cached_property
     def arc_splits(self) -> torch.Tensor:
         """[num_states + 1] int32: state s's arcs are ``arc_splits[s]:arc_splits[s + 1]`` (k2 keeps them contiguous)."""
         return self.fsas.arcs.shape().row_splits(2)
