@@ -54,7 +54,21 @@ def as_numpy(tensor: torch.Tensor) -> np.ndarray:
     return tensor.detach().contiguous().numpy()
 
 
+def empty(size: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """A new CPU tensor for a kernel's output, allocated by numpy: numpy asks Linux for huge pages
+    on large arrays and torch does not, and faulting in 4 KB pages of a fresh tensor took longer
+    than the Q-learning sweep that fills it."""
+    return torch.from_numpy(np.empty(size, dtype=torch.empty(0, dtype=dtype).numpy().dtype))
+
+
 _jit = numba.njit(cache=True, nogil=True, error_model="numpy")
+
+
+@_jit
+def arc_dests(arcs, src, dest):
+    """Each arc's global destination state: its source plus (local destination - local source)."""
+    for a in range(src.size):
+        dest[a] = src[a] + (arcs[a, 1] - arcs[a, 0])
 
 
 @_jit
@@ -157,14 +171,15 @@ def arc_posteriors(state_splits, arc_splits, src, dest, weights, alpha, beta, lo
     its destination as a running (max, sum of exp) pair: one exp per arc, no entering-arc index.
     """
     num_states = alpha.size
-    peak = np.full(num_states, -np.inf)
-    total = np.zeros(num_states)
+    peak, total = alpha, beta  # until a state's alpha is final: the pair of the sweep (beta comes later)
+    peak[:] = -np.inf
+    total[:] = 0.0
     for f in range(state_splits.size - 1):
         if state_splits[f + 1] > state_splits[f]:
             peak[state_splits[f]] = 0.0
             total[state_splits[f]] = 1.0
     for s in range(num_states):
-        alpha[s] = peak[s] + math.log(total[s]) if total[s] > 0.0 else -np.inf
+        alpha[s] = peak[s] + math.log(total[s]) if total[s] > 0.0 else -np.inf  # peak[s] is alpha[s]
         if alpha[s] == -np.inf:
             continue
         for a in range(arc_splits[s], arc_splits[s + 1]):
@@ -215,21 +230,20 @@ def fsa_sums(state_splits, arc_splits, x, y, out):
 
 @_jit
 def expected_advantage_grad(state_splits, arc_splits, src, dest, weights, alpha, beta, occupancy, values, per_fsa,
-                            grad_output, grad):
+                            grad_output, before, after, grad):
     """d(sum_f grad_output[f] J_f)/dw into ``grad``: the expectation-semiring sweeps of
     rlhf.rl.objective.expected_returns, then gamma(a) (E[sum A | a] - J) per arc.
 
     ``before`` (forward, arcs in increasing order) and ``after`` (backward, a state's arcs
-    summed in arc order as torch's index_add_ does) are the expected sums of ``values`` before
-    a state given the path reaches it, and after it given the path leaves from it.
+    summed in arc order as torch's index_add_ does), per state and overwritten, are the expected
+    sums of ``values`` before a state given the path reaches it, and after it given the path
+    leaves from it.
     """
-    num_states = alpha.size
-    before = np.zeros(num_states)
-    after = np.zeros(num_states)
+    before[:] = 0.0
     for a in range(src.size):
         s, d = src[a], dest[a]
         before[d] += _prob(np.float64(weights[a]) + alpha[s] - alpha[d]) * (before[s] + values[a])
-    for s in range(num_states - 1, -1, -1):
+    for s in range(alpha.size - 1, -1, -1):
         acc = 0.0
         for a in range(arc_splits[s], arc_splits[s + 1]):
             d = dest[a]

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from rlhf.k2_private import backward_scores, forward_scores
+from rlhf.rl import kernels
 
 # scatter_reduce (segment max) is "beta" in torch 1.13 but stable in use; one warning per process is noise.
 warnings.filterwarnings("ignore", message="scatter_reduce", category=UserWarning)
@@ -119,7 +120,11 @@ class LatticeMdp:
         state_splits = shape.row_splits(1).long()
         src = shape.row_ids(2)
         local = fsas.arcs.values()
-        dest = src + (local[:, 1] - local[:, 0])  # same FSA: global = local + the FSA's first state
+        if kernels.compiled(local):  # one pass, no temporaries
+            dest = kernels.empty(src.numel(), torch.int32)
+            kernels.arc_dests(local.numpy(), src.numpy(), dest.numpy())
+        else:
+            dest = src + (local[:, 1] - local[:, 0])  # same FSA: global = local + the FSA's first state
         sizes = state_splits[1:] - state_splits[:-1]
         empty = sizes == 0
         start = torch.where(empty, torch.full_like(sizes, -1), state_splits[:-1])

@@ -106,10 +106,7 @@ def posteriors(mdp: LatticeMdp, weights: torch.Tensor) -> Posteriors:
 
 def _compiled_posteriors(mdp: LatticeMdp, weights: torch.Tensor) -> Posteriors:
     """``posteriors`` by one compiled kernel: k2's forward, backward and total scores, then gamma(a)."""
-    def new(n: int) -> torch.Tensor:
-        return torch.empty(n, dtype=torch.float64)
-
-    post = Posteriors(new(mdp.num_states), new(mdp.num_states), new(mdp.num_arcs), new(mdp.num_fsas))
+    post = Posteriors(*(kernels.empty(n) for n in (mdp.num_states, mdp.num_states, mdp.num_arcs, mdp.num_fsas)))
     arrays = (kernels.as_numpy(t) for t in (mdp.state_splits, mdp.arc_splits, mdp.src, mdp.dest, weights))
     kernels.arc_posteriors(*arrays, post.alpha.numpy(), post.beta.numpy(), post.log_total.numpy(),
                            post.occupancy.numpy())
@@ -176,10 +173,11 @@ class ExpectedAdvantage(torch.autograd.Function):
         weights, advantages, per_fsa = ctx.saved_tensors
         mdp, post = ctx.mdp, ctx.post
         if kernels.compiled(weights):
-            grad = torch.empty_like(weights)
+            grad = kernels.empty(mdp.num_arcs, weights.dtype)
             arrays = (kernels.as_numpy(t) for t in (mdp.state_splits, mdp.arc_splits, mdp.src, mdp.dest, weights,
                                                     post.alpha, post.beta, post.occupancy, advantages, per_fsa,
-                                                    grad_output.to(torch.float64)))
+                                                    grad_output.to(torch.float64), kernels.empty(mdp.num_states),
+                                                    kernels.empty(mdp.num_states)))
             kernels.expected_advantage_grad(*arrays, grad.numpy())
             return grad, None, None
         before, after = expected_returns(mdp, post, weights, advantages)

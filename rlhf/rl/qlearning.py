@@ -110,10 +110,13 @@ def q_learning(mdp: LatticeMdp, rewards: torch.Tensor, config: Optional[QLearnin
     rewards = rewards.to(torch.float64)
     if not torch.isfinite(rewards.sum()):  # one pass: a sum is finite only if every term is
         raise ValueError("rewards must be finite")
-    v = torch.full((mdp.num_states,), float("-inf"), dtype=torch.float64, device=rewards.device)
+    compiled = kernels.compiled(rewards)
+    v = kernels.empty(mdp.num_states) if compiled else torch.empty(mdp.num_states, dtype=torch.float64,
+                                                                     device=rewards.device)
+    v.fill_(float("-inf"))
     finals = mdp.final[mdp.final >= 0]
     v[finals] = 0.0
-    if kernels.compiled(rewards):
+    if compiled:
         return _compiled_sweeps(mdp, rewards, config, init, v)
     # Every arc is in the sweep order, so the first sweep writes all of them (no zero-fill).
     q = init.to(torch.float64).clone() if init is not None else torch.empty_like(rewards)
@@ -165,7 +168,9 @@ def _compiled_sweeps(mdp: LatticeMdp, rewards: torch.Tensor, config: QLearningCo
     if init is not None:
         q = init.to(torch.float64).clone()
     else:  # with alpha = 1 the first sweep assigns every entry
-        q = torch.empty_like(rewards) if assign_first else torch.zeros_like(rewards)
+        q = kernels.empty(mdp.num_arcs)
+        if not assign_first:
+            q.zero_()
     arrays = (kernels.as_numpy(t) for t in (mdp.arc_splits, mdp.src, mdp.dest, rewards))
     sweeps, residual = kernels.q_sweeps(*arrays, q.numpy(), v.numpy(), config.alpha, config.gamma, config.temperature,
                                         config.tolerance, config.max_sweeps, assign_first)
