@@ -12,12 +12,14 @@ import random
 import k2
 import pytest
 import torch
+from lattices import random_lattice
 
 from rlhf.rl import kernels
 from rlhf.rl.mdp import LatticeMdp
 from rlhf.rl.objective import expected_advantage, posteriors, sample_paths
 from rlhf.rl.qlearning import QLearningConfig, q_learning
 from rlhf.rl.rewards import frame_rewards
+from rlhf.rl.values import lattice_values
 
 CONFIGS = [QLearningConfig(), QLearningConfig(gamma=0.8), QLearningConfig(alpha=0.5, gamma=0.9, tolerance=1e-9),
            QLearningConfig(alpha=0.7, max_sweeps=3), QLearningConfig(temperature=0.7),
@@ -92,6 +94,22 @@ def test_q_learning_kernel_equals_torch_on_real_lattices(real_shard):
     assert_same_q(few, frame_rewards(few, alignments[:4]), capped)
 
 
+def test_lattice_values_equal_torch_in_both_reward_modes():
+    """Q-learning on the lattice (frame) or on its product with the reference (edit), and the
+    forward sweep of the best return through each arc."""
+    rng = random.Random(5)
+    fsas = [random_lattice(rng, num_states=rng.randrange(3, 9), num_frames=5) for _ in range(20)]
+    vec = k2.create_fsa_vec(fsas)
+    vec.frame_idx = torch.cat([f.frame_idx for f in fsas])
+    alignments = [torch.tensor([rng.randrange(0, 5) for _ in range(5)]) for _ in fsas]
+    references = [[rng.randrange(1, 6) for _ in range(rng.randrange(0, 4))] for _ in fsas]
+    for mode in ("frame", "edit"):
+        compiled, reference = both(lambda: lattice_values(vec, mode, alignments=alignments, references=references))
+        for name in ("mdp_q", "mdp_v", "q", "v_src", "advantage", "best_return", "start_value"):
+            assert torch.equal(getattr(compiled, name), getattr(reference, name)), (mode, name)
+        assert compiled.greedy_arcs == reference.greedy_arcs
+
+
 def assert_same_objective(fsas: k2.Fsa, weights: torch.Tensor, advantages: torch.Tensor):
     mdp = LatticeMdp.from_fsas(fsas)
 
@@ -132,8 +150,8 @@ def test_objective_kernels_equal_torch_on_real_lattices(real_shard):
     assert_same_objective(fsas, fsas.scores.detach().to(torch.float64), advantages)
 
 
-@pytest.mark.parametrize("kernel", ["q_sweeps", "arc_posteriors", "fsa_sums", "expected_advantage_grad",
-                                    "sampling_keys", "walk_paths"])
+@pytest.mark.parametrize("kernel", ["arc_dests", "q_sweeps", "forward_returns", "arc_posteriors", "fsa_sums", "expected_advantage_grad",
+                                    "sampling_keys", "walk_paths", "group_by_path"])
 def test_cpu_tensors_take_the_compiled_path(monkeypatch, kernel):
     """Without this, the equality tests could be comparing the torch code with itself."""
     def refuse(*args):
@@ -141,10 +159,12 @@ def test_cpu_tensors_take_the_compiled_path(monkeypatch, kernel):
 
     monkeypatch.setattr(kernels, kernel, refuse)
     fsas = random_vec(0, count=3)
-    mdp = LatticeMdp.from_fsas(fsas)
+    framed = k2.create_fsa_vec([random_lattice(random.Random(0))])
     weights = torch.randn(fsas.num_arcs, dtype=torch.float64, requires_grad=True)
 
     def everything():
+        lattice_values(framed, "frame", alignments=[torch.zeros(6, dtype=torch.long)])
+        mdp = LatticeMdp.from_fsas(fsas)
         q_learning(mdp, torch.zeros(fsas.num_arcs))
         expected_advantage(weights, mdp, torch.ones(fsas.num_arcs)).sum().backward()
         sample_paths(mdp, posteriors(mdp, weights), weights, 2, torch.Generator().manual_seed(0))

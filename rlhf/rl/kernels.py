@@ -61,6 +61,12 @@ def empty(size: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
     return torch.from_numpy(np.empty(size, dtype=torch.empty(0, dtype=dtype).numpy().dtype))
 
 
+def full(size: int, value: float, like: torch.Tensor) -> torch.Tensor:
+    """A new float64 tensor of ``value`` on ``like``'s device, from ``empty`` where the kernels run."""
+    out = empty(size) if compiled(like) else torch.empty(size, dtype=torch.float64, device=like.device)
+    return out.fill_(value)
+
+
 _jit = numba.njit(cache=True, nogil=True, error_model="numpy")
 
 
@@ -148,6 +154,14 @@ def q_sweeps(arc_splits, src, dest, rewards, q, v, alpha, gamma, temperature, to
         if residual <= tolerance:
             break
     return sweeps, residual
+
+
+@_jit
+def forward_returns(src, dest, rewards, forward):
+    """In place, arcs in increasing order: forward(dest) = max(forward(dest), forward(src) + r),
+    the best return from the start (``forward`` given: 0 at start states, -inf elsewhere)."""
+    for a in range(src.size):
+        forward[dest[a]] = max(forward[dest[a]], forward[src[a]] + rewards[a])
 
 
 @_jit

@@ -110,13 +110,10 @@ def q_learning(mdp: LatticeMdp, rewards: torch.Tensor, config: Optional[QLearnin
     rewards = rewards.to(torch.float64)
     if not torch.isfinite(rewards.sum()):  # one pass: a sum is finite only if every term is
         raise ValueError("rewards must be finite")
-    compiled = kernels.compiled(rewards)
-    v = kernels.empty(mdp.num_states) if compiled else torch.empty(mdp.num_states, dtype=torch.float64,
-                                                                     device=rewards.device)
-    v.fill_(float("-inf"))
+    v = kernels.full(mdp.num_states, float("-inf"), rewards)
     finals = mdp.final[mdp.final >= 0]
     v[finals] = 0.0
-    if compiled:
+    if kernels.compiled(rewards):
         return _compiled_sweeps(mdp, rewards, config, init, v)
     # Every arc is in the sweep order, so the first sweep writes all of them (no zero-fill).
     q = init.to(torch.float64).clone() if init is not None else torch.empty_like(rewards)
