@@ -315,18 +315,16 @@ def walk_paths(key, arc_splits, dest, current, final, path_ids, num_walking, uni
 
 
 @_jit
-def group_by_path(arcs, paths, num_paths):
-    """Arcs and path ids ordered by path, each path's arcs in the order taken (a stable counting sort)."""
+def group_by_path(arcs, paths, num_paths, sorted_arcs, sorted_paths):
+    """Arcs and path ids ordered by path, each path's arcs in the order taken: a stable counting
+    sort into outputs the caller allocates."""
     start = np.zeros(num_paths + 1, dtype=np.int64)
     for p in paths:
         start[p + 1] += 1
     for p in range(num_paths):
         start[p + 1] += start[p]
-    sorted_arcs = np.empty_like(arcs)
-    sorted_paths = np.empty_like(paths)
+        sorted_paths[start[p]:start[p + 1]] = p
     for i in range(arcs.size):
         p = paths[i]
         sorted_arcs[start[p]] = arcs[i]
-        sorted_paths[start[p]] = p
         start[p] += 1
-    return sorted_arcs, sorted_paths

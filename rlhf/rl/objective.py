@@ -275,9 +275,11 @@ def _compiled_sample_paths(mdp: LatticeMdp, post: Posteriors, weights: torch.Ten
         all_paths.append(paths[:used])
         spare = uniforms[used:]
         walked += used
-    arcs, paths = kernels.group_by_path(np.concatenate(all_arcs + [np.empty(0, dtype=np.int64)]),
-                                        np.concatenate(all_paths + [np.empty(0, dtype=np.int64)]), fsas.numel())
-    return torch.from_numpy(arcs), torch.from_numpy(paths), fsas
+    arcs, paths = kernels.empty(walked, torch.long), kernels.empty(walked, torch.long)
+    kernels.group_by_path(np.concatenate(all_arcs + [np.empty(0, dtype=np.int64)]),
+                          np.concatenate(all_paths + [np.empty(0, dtype=np.int64)]), fsas.numel(), arcs.numpy(),
+                          paths.numpy())
+    return arcs, paths, fsas
 
 
 def distinct_paths(arcs: torch.Tensor, paths: torch.Tensor, fsa_of_path: torch.Tensor,
