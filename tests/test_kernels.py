@@ -150,8 +150,8 @@ def test_objective_kernels_equal_torch_on_real_lattices(real_shard):
     assert_same_objective(fsas, fsas.scores.detach().to(torch.float64), advantages)
 
 
-@pytest.mark.parametrize("kernel", ["arc_dests", "q_sweeps", "forward_returns", "arc_posteriors", "fsa_sums", "expected_advantage_grad",
-                                    "sampling_keys", "walk_paths", "group_by_path"])
+@pytest.mark.parametrize("kernel", ["arc_dests", "q_sweeps", "forward_returns", "arc_posteriors", "fsa_sums",
+                                    "expected_advantage_grad", "sampling_keys", "walk_paths", "group_by_path"])
 def test_cpu_tensors_take_the_compiled_path(monkeypatch, kernel):
     """Without this, the equality tests could be comparing the torch code with itself."""
     def refuse(*args):

@@ -6,7 +6,8 @@ arcs contiguous and every arc goes to a later state, so visiting states in decre
 the states it depends on. The torch code of rlhf.rl does the same sweeps a level at a time with
 tensor temporaries; it stays as the GPU path and the reference, and tests/test_kernels.py
 holds the two equal. Each kernel does the torch code's arithmetic in the torch code's order
-(sums from 0 in arc order), so only exp and log may differ, by an ulp.
+(sums from 0 in arc order): results differ only where exp and log do (by an ulp), and where k2,
+which the torch code calls for the posteriors, adds log-probabilities its own way.
 
 The compiled path runs on CPU tensors unless ``RLHF_SWEEPS=torch``. Kernels are compiled on
 first use and cached beside this file (``cache=True``): a few seconds once, then a cache load.
