@@ -25,6 +25,7 @@ CONFIGS = [QLearningConfig(), QLearningConfig(gamma=0.8), QLearningConfig(alpha=
            QLearningConfig(alpha=0.7, max_sweeps=3), QLearningConfig(temperature=0.7),
            QLearningConfig(alpha=0.6, gamma=0.95, temperature=0.5, tolerance=1e-8)]
 CLOSE = {"rtol": 1e-12, "atol": 1e-12}
+FLOAT32_ULP = {"rtol": 2.0 ** -23, "atol": 1e-12}
 
 
 def dead_end_lattice(rng: random.Random, num_states: int, vocab: int = 4) -> k2.Fsa:
@@ -124,7 +125,8 @@ def assert_same_objective(fsas: k2.Fsa, weights: torch.Tensor, advantages: torch
     for name in ("alpha", "beta", "log_total", "occupancy"):
         torch.testing.assert_close(getattr(post, name), getattr(ref_post, name), **CLOSE)
     torch.testing.assert_close(j, ref_j, **CLOSE)
-    torch.testing.assert_close(grad, ref_grad, **CLOSE)
+    # float32 weights (stage 7's) get float32 gradients: a 1e-13 difference can round one ulp apart
+    torch.testing.assert_close(grad, ref_grad, **(CLOSE if weights.dtype == torch.float64 else FLOAT32_ULP))
     assert float(ref_grad.abs().max()) > 0.01
     for seed in (0, 1):  # the same paths from the same seed
         def sample():
@@ -148,6 +150,7 @@ def test_objective_kernels_equal_torch_on_real_lattices(real_shard):
     fsas = real_shard.lattice
     advantages = torch.randn(fsas.num_arcs, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     assert_same_objective(fsas, fsas.scores.detach().to(torch.float64), advantages)
+    assert_same_objective(fsas, fsas.scores.detach(), advantages)
 
 
 @pytest.mark.parametrize("kernel", ["arc_dests", "q_sweeps", "forward_returns", "arc_posteriors", "fsa_sums",
