@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Benchmark: vectorized Q-learning vs the plain Python per-arc loop on the stage-5 lattices.
-# Run after stages 5 (./run.sh --stage 5 --stop-stage 5). Not part of ./test.sh: the plain loop
-# takes minutes on the training lattices. The table is printed and appended to RESULTS.md.
+# Benchmark: Q-learning by the compiled kernel vs the torch code, k2's backward pass and the plain
+# Python per-arc loop, on the stage-5 lattices; with the memory-bandwidth bound (a numpy copy).
+# Run after stage 5 (./run.sh --stage 5 --stop-stage 5). Not part of ./test.sh: the plain loop
+# takes seconds to minutes. The table (with the load average) is printed and appended to RESULTS.md.
 #   local/bench_qlearning.sh [--split train] [--max-shards N] [--threads 1] [--alpha 1.0] [--gamma 1.0]
 set -euo pipefail
 
@@ -9,9 +10,11 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 exp_dir=exp/ctc_tdnn          # the model directory whose lattices/ to use
 split=train                   # which split's lattices
 max_shards=                   # use the first N shards only (empty: all)
-threads=1                     # torch threads for the vectorized implementation
+threads=1                     # torch threads (the compiled kernels use one)
+repeats=5                     # runs of each fast implementation; the fastest counts
 alpha=1.0                     # Q-learning rate
 gamma=1.0                     # discount
+temperature=0.0               # 0: hard max; > 0: soft values (the plain loop is then not run)
 results_file=RESULTS.md       # append the table here ('' to skip)
 
 help_message="Usage: $0 [options]"
@@ -25,7 +28,8 @@ if [ ! -d "$exp_dir/lattices/$split" ]; then
   exit 1
 fi
 out=$exp_dir/bench-qlearning-$split.md
-log "Benchmarking Q-learning on $exp_dir/lattices/$split"
-python -m rlhf.bin.bench_qlearning ${max_shards:+--max-shards "$max_shards"} --threads "$threads" --alpha "$alpha" \
-  --gamma "$gamma" --out "$out" "$exp_dir/lattices/$split"
+log "Benchmarking Q-learning on $exp_dir/lattices/$split (load average: $(cut -d' ' -f1-3 /proc/loadavg))"
+OMP_NUM_THREADS=$threads python -m rlhf.bin.bench_qlearning ${max_shards:+--max-shards "$max_shards"} \
+  --threads "$threads" --repeats "$repeats" --alpha "$alpha" --gamma "$gamma" --temperature "$temperature" \
+  --out "$out" "$exp_dir/lattices/$split"
 append_results "$out" "$results_file"

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from rlhf.k2_private import backward_scores, forward_scores
+from rlhf.rl import kernels
 
 # scatter_reduce (segment max) is "beta" in torch 1.13 but stable in use; one warning per process is noise.
 warnings.filterwarnings("ignore", message="scatter_reduce", category=UserWarning)
@@ -42,6 +43,16 @@ class LatticeMdp:
     @cached_property
     def src64(self) -> torch.Tensor:
         return self.src.long()
+
+    @cached_property
+    def state_splits(self) -> torch.Tensor:
+        """[num_fsas + 1] int32: FSA f's states are ``state_splits[f]:state_splits[f + 1]``."""
+        return self.fsas.arcs.shape().row_splits(1)
+
+    @cached_property
+    def arc_splits(self) -> torch.Tensor:
+        """[num_states + 1] int32: state s's arcs are ``arc_splits[s]:arc_splits[s + 1]`` (k2 keeps them contiguous)."""
+        return self.fsas.arcs.shape().row_splits(2)
 
     @cached_property
     def arc_fsa(self) -> torch.Tensor:
@@ -109,7 +120,11 @@ class LatticeMdp:
         state_splits = shape.row_splits(1).long()
         src = shape.row_ids(2)
         local = fsas.arcs.values()
-        dest = src + (local[:, 1] - local[:, 0])  # same FSA: global = local + the FSA's first state
+        if kernels.compiled(local):  # one pass, no temporaries
+            dest = kernels.empty(src.numel(), torch.int32)
+            kernels.arc_dests(local.numpy(), src.numpy(), dest.numpy())
+        else:
+            dest = src + (local[:, 1] - local[:, 0])  # same FSA: global = local + the FSA's first state
         sizes = state_splits[1:] - state_splits[:-1]
         empty = sizes == 0
         start = torch.where(empty, torch.full_like(sizes, -1), state_splits[:-1])

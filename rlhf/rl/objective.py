@@ -24,9 +24,11 @@ from dataclasses import dataclass
 from typing import Optional
 
 import k2
+import numpy as np
 import torch
 
 from rlhf.k2_private import backward_scores, forward_scores, total_scores
+from rlhf.rl import kernels
 from rlhf.rl.mdp import LatticeMdp, first_arcs
 from rlhf.rl.rewards import edit_distance
 
@@ -89,6 +91,8 @@ def posteriors(mdp: LatticeMdp, weights: torch.Tensor) -> Posteriors:
     A non-finite weight raises NonFiniteWeightError naming its lattice and arc.
     """
     check_finite_weights(mdp, weights)
+    if kernels.compiled(weights):
+        return _compiled_posteriors(mdp, weights)
     fsas = k2.Fsa(mdp.fsas.arcs.clone())
     fsas.scores = weights.detach().to(torch.float32)  # k2 keeps float32 scores; sums are done in double
     alpha = forward_scores(fsas, log_semiring=True)
@@ -98,6 +102,15 @@ def posteriors(mdp: LatticeMdp, weights: torch.Tensor) -> Posteriors:
     log_post = alpha.index_select(0, mdp.src) + w + beta.index_select(0, mdp.dest) - log_total[mdp.arc_fsa]
     occupancy = torch.exp(log_post).nan_to_num_(0.0)  # -inf - -inf: an arc on no complete path
     return Posteriors(alpha, beta, occupancy, log_total)
+
+
+def _compiled_posteriors(mdp: LatticeMdp, weights: torch.Tensor) -> Posteriors:
+    """``posteriors`` by one compiled kernel: k2's forward, backward and total scores, then gamma(a)."""
+    post = Posteriors(*(kernels.empty(n) for n in (mdp.num_states, mdp.num_states, mdp.num_arcs, mdp.num_fsas)))
+    arrays = (kernels.as_numpy(t) for t in (mdp.state_splits, mdp.arc_splits, mdp.src, mdp.dest, weights))
+    kernels.arc_posteriors(*arrays, post.alpha.numpy(), post.beta.numpy(), post.log_total.numpy(),
+                           post.occupancy.numpy())
+    return post
 
 
 def _arc_probs(weights: torch.Tensor, plus: torch.Tensor, minus: torch.Tensor) -> torch.Tensor:
@@ -146,7 +159,11 @@ class ExpectedAdvantage(torch.autograd.Function):
         post = posteriors(mdp, weights)
         advantages = advantages.to(torch.float64)
         per_fsa = torch.zeros(mdp.num_fsas, dtype=torch.float64, device=weights.device)
-        per_fsa.index_add_(0, mdp.arc_fsa, post.occupancy * advantages)
+        if kernels.compiled(weights):
+            kernels.fsa_sums(kernels.as_numpy(mdp.state_splits), kernels.as_numpy(mdp.arc_splits),
+                             post.occupancy.numpy(), kernels.as_numpy(advantages), per_fsa.numpy())
+        else:
+            per_fsa.index_add_(0, mdp.arc_fsa, post.occupancy * advantages)
         ctx.mdp, ctx.post = mdp, post
         ctx.save_for_backward(weights, advantages, per_fsa)
         return per_fsa
@@ -155,6 +172,14 @@ class ExpectedAdvantage(torch.autograd.Function):
     def backward(ctx, grad_output: torch.Tensor):
         weights, advantages, per_fsa = ctx.saved_tensors
         mdp, post = ctx.mdp, ctx.post
+        if kernels.compiled(weights):
+            grad = kernels.empty(mdp.num_arcs, weights.dtype)
+            arrays = (kernels.as_numpy(t) for t in (mdp.state_splits, mdp.arc_splits, mdp.src, mdp.dest, weights,
+                                                    post.alpha, post.beta, post.occupancy, advantages, per_fsa,
+                                                    grad_output.to(torch.float64), kernels.empty(mdp.num_states),
+                                                    kernels.empty(mdp.num_states)))
+            kernels.expected_advantage_grad(*arrays, grad.numpy())
+            return grad, None, None
         before, after = expected_returns(mdp, post, weights, advantages)
         given_arc = before.index_select(0, mdp.src) + advantages + after.index_select(0, mdp.dest)
         grad = post.occupancy * (given_arc - per_fsa[mdp.arc_fsa]) * grad_output.to(torch.float64)[mdp.arc_fsa]
@@ -192,6 +217,8 @@ def sample_paths(mdp: LatticeMdp, post: Posteriors, weights: torch.Tensor, num_p
     weight raises NonFiniteWeightError.
     """
     check_finite_weights(mdp, weights)
+    if kernels.compiled(weights):
+        return _compiled_sample_paths(mdp, post, weights, num_paths, generator)
     w = weights.detach().to(torch.float64)
     pi = _arc_probs(w, post.beta.index_select(0, mdp.dest), post.beta.index_select(0, mdp.src))
     # Cumulative pi within each state: global cumsum minus the cumsum before the state's first arc.
@@ -220,6 +247,39 @@ def sample_paths(mdp: LatticeMdp, post: Posteriors, weights: torch.Tensor, num_p
     arcs, paths = torch.cat(all_arcs), torch.cat(all_paths)
     order = torch.argsort(paths, stable=True)  # each path's arcs together, in path order
     return arcs[order], paths[order], fsas
+
+
+def _compiled_sample_paths(mdp: LatticeMdp, post: Posteriors, weights: torch.Tensor, num_paths: int,
+                           generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``sample_paths`` by compiled kernels, with the same draws: the uniforms come from
+    ``generator`` in the order the torch code draws them (a step of every walking path at a
+    time), in blocks that grow with the arcs walked so far (at most half more than needed)."""
+    arc_splits, dest = kernels.as_numpy(mdp.arc_splits), kernels.as_numpy(mdp.dest)
+    key = np.empty(mdp.num_arcs)
+    kernels.sampling_keys(arc_splits, dest, kernels.as_numpy(weights), kernels.as_numpy(post.beta), key)
+    ok = torch.isfinite(post.log_total) & (mdp.start >= 0)
+    fsas = torch.nonzero(ok).squeeze(1).repeat_interleave(num_paths)
+    current = mdp.start[fsas].numpy().astype(np.int64)
+    final = mdp.final[fsas].numpy().astype(np.int64)
+    path_ids = np.arange(fsas.numel())
+    walking, walked = fsas.numel(), 0
+    spare = np.empty(0)
+    all_arcs, all_paths = [], []
+    while walking:
+        drawn = torch.rand(max(walking, walked // 2), dtype=torch.float64, generator=generator).numpy()
+        uniforms = np.concatenate([spare, drawn])
+        arcs, paths = np.empty(uniforms.size, dtype=np.int64), np.empty(uniforms.size, dtype=np.int64)
+        used, walking = kernels.walk_paths(key, arc_splits, dest, current, final, path_ids, walking, uniforms, arcs,
+                                           paths)
+        all_arcs.append(arcs[:used])
+        all_paths.append(paths[:used])
+        spare = uniforms[used:]
+        walked += used
+    arcs, paths = kernels.empty(walked, torch.long), kernels.empty(walked, torch.long)
+    kernels.group_by_path(np.concatenate(all_arcs + [np.empty(0, dtype=np.int64)]),
+                          np.concatenate(all_paths + [np.empty(0, dtype=np.int64)]), fsas.numel(), arcs.numpy(),
+                          paths.numpy())
+    return arcs, paths, fsas
 
 
 def distinct_paths(arcs: torch.Tensor, paths: torch.Tensor, fsa_of_path: torch.Tensor,

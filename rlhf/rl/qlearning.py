@@ -20,6 +20,7 @@ from typing import Optional
 
 import torch
 
+from rlhf.rl import kernels
 from rlhf.rl.mdp import LatticeMdp
 
 
@@ -109,11 +110,13 @@ def q_learning(mdp: LatticeMdp, rewards: torch.Tensor, config: Optional[QLearnin
     rewards = rewards.to(torch.float64)
     if not torch.isfinite(rewards.sum()):  # one pass: a sum is finite only if every term is
         raise ValueError("rewards must be finite")
-    # Every arc is in the sweep order, so the first sweep writes all of them (no zero-fill).
-    q = init.to(torch.float64).clone() if init is not None else torch.empty_like(rewards)
-    v = torch.full((mdp.num_states,), float("-inf"), dtype=torch.float64, device=rewards.device)
+    v = kernels.full(mdp.num_states, float("-inf"), rewards)
     finals = mdp.final[mdp.final >= 0]
     v[finals] = 0.0
+    if kernels.compiled(rewards):
+        return _compiled_sweeps(mdp, rewards, config, init, v)
+    # Every arc is in the sweep order, so the first sweep writes all of them (no zero-fill).
+    q = init.to(torch.float64).clone() if init is not None else torch.empty_like(rewards)
     # Arcs laid out level by level, so that each level is a contiguous slice; the
     # per-arc tensors are gathered once, not once per sweep.
     order, bounds = mdp.sweep_order
@@ -152,6 +155,22 @@ def q_learning(mdp: LatticeMdp, rewards: torch.Tensor, config: Optional[QLearnin
         if residual <= config.tolerance:
             break
     q.index_copy_(0, order, q_sorted)
+    return QValues(q, v, sweeps, residual)
+
+
+def _compiled_sweeps(mdp: LatticeMdp, rewards: torch.Tensor, config: QLearningConfig, init: Optional[torch.Tensor],
+                     v: torch.Tensor) -> QValues:
+    """``q_learning`` by the compiled kernel: arcs in decreasing order, no level order to build."""
+    assign_first = init is None and config.alpha == 1.0
+    if init is not None:
+        q = init.to(torch.float64).clone()
+    else:  # with alpha = 1 the first sweep assigns every entry
+        q = kernels.empty(mdp.num_arcs)
+        if not assign_first:
+            q.zero_()
+    arrays = (kernels.as_numpy(t) for t in (mdp.arc_splits, mdp.src, mdp.dest, rewards))
+    sweeps, residual = kernels.q_sweeps(*arrays, q.numpy(), v.numpy(), config.alpha, config.gamma, config.temperature,
+                                        config.tolerance, config.max_sweeps, assign_first)
     return QValues(q, v, sweeps, residual)
 
 

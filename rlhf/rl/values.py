@@ -6,6 +6,7 @@ from typing import Optional
 import k2
 import torch
 
+from rlhf.rl import kernels
 from rlhf.rl.mdp import LatticeMdp, first_arcs
 from rlhf.rl.qlearning import QLearningConfig, QValues, greedy_paths, q_learning
 from rlhf.rl.rewards import edit_product, frame_rewards
@@ -116,10 +117,13 @@ def _best_return_through(mdp: LatticeMdp, rewards: torch.Tensor, values: QValues
 def _forward_returns(mdp: LatticeMdp, rewards: torch.Tensor) -> torch.Tensor:
     """Best undiscounted return from the start to every state (float64; -inf: unreachable).
 
-    One topological sweep, a level of equal depth at a time.
+    One topological sweep: arc by arc in the compiled kernel, else a level of equal depth at a time.
     """
-    forward = torch.full((mdp.num_states,), float("-inf"), dtype=torch.float64, device=rewards.device)
+    forward = kernels.full(mdp.num_states, float("-inf"), rewards)
     forward[mdp.start[mdp.start >= 0]] = 0.0
+    if kernels.compiled(rewards):
+        kernels.forward_returns(*(kernels.as_numpy(t) for t in (mdp.src, mdp.dest, rewards, forward)))
+        return forward
     order, bounds = mdp.forward_order
     src, dest, r = (t.index_select(0, order) for t in (mdp.src, mdp.dest, rewards))
     for begin, end in zip(bounds[:-1], bounds[1:]):
