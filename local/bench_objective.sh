@@ -25,10 +25,7 @@ recipe_args="$*"
 . "$here/utils/recipe_lib.sh"
 . "$here/utils/parse_options.sh"
 
-if [ ! -d "$exp_dir/lattices/$split" ]; then
-  log "ERROR: no lattices in $exp_dir/lattices/$split; make them first: ./run.sh --stage 5 --stop-stage 5"
-  exit 1
-fi
+require_lattices "$exp_dir" "$split"
 out=$exp_dir/bench-objective-$split.md
 log "Benchmarking the objective's sweeps on $exp_dir/lattices/$split (load average: $(cut -d' ' -f1-3 /proc/loadavg))"
 OMP_NUM_THREADS=$threads python -m rlhf.bin.bench_objective ${max_shards:+--max-shards "$max_shards"} \

@@ -47,6 +47,15 @@ require() {
   fi
 }
 
+# require_lattices EXP_DIR SPLIT: a benchmark's input, stage 5's lattices of SPLIT, or an error
+# saying how to make them.
+require_lattices() {
+  if [ ! -d "$1/lattices/$2" ]; then
+    log "ERROR: no lattices in $1/lattices/$2; make them first: ./run.sh --stage 5 --stop-stage 5"
+    exit 1
+  fi
+}
+
 # selected_epoch MODEL_DIR: the epoch that stage 3 selected (MODEL_DIR/selected.json, written when
 # training completes and removed when it starts), for the --epoch of stages 4-7.
 selected_epoch() {
