@@ -77,7 +77,8 @@ def method_and_seed(run_name: str) -> tuple[str, Optional[int]]:
 def gather_recogs(baseline_results: Path, run_dirs: Sequence[Path], recogs_dir: Path) -> dict[str, str]:
     """Copy the test recogs of the baseline and every run into ``recogs_dir`` as
     ``recogs-test-<system>[-greedy].txt``; a method run with one seed only loses the -seed suffix.
-    Returns run directory name -> system name."""
+    Other recogs-test files there (systems not in this comparison) are removed, so the directory
+    holds this comparison only. Returns run directory name -> system name."""
     runs_of: dict[str, int] = {}
     for d in run_dirs:
         runs_of[method_and_seed(d.name)[0]] = runs_of.get(method_and_seed(d.name)[0], 0) + 1
@@ -87,10 +88,14 @@ def gather_recogs(baseline_results: Path, run_dirs: Sequence[Path], recogs_dir: 
     sources = [(baseline_results.parent / kind / f"recogs-test-{suffix}.txt", f"baseline{tag}")
                for kind, tag in RECOGS_KINDS]
     sources += [(d / kind / "recogs-test-best.txt", systems[d.name] + tag) for d in run_dirs for kind, tag in RECOGS_KINDS]
-    recogs_dir.mkdir(parents=True, exist_ok=True)
-    for source, system in sources:
+    for source, _ in sources:
         if not source.is_file():
             raise FileNotFoundError(f"{source} not found: decode the test set first (stage 4, or stage 7's decoding)")
+    recogs_dir.mkdir(parents=True, exist_ok=True)
+    written = {recogs_dir / f"recogs-test-{system}.txt" for _, system in sources}
+    for stale in set(recogs_dir.glob("recogs-test-*.txt")) - written:  # e.g. a method since run with more seeds
+        stale.unlink()
+    for source, system in sources:
         with atomic_output(recogs_dir / f"recogs-test-{system}.txt") as tmp:
             shutil.copyfile(source, tmp)
     return systems
