@@ -13,6 +13,7 @@ import json
 import re
 import shutil
 import statistics
+from collections import Counter
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -79,11 +80,9 @@ def gather_recogs(baseline_results: Path, run_dirs: Sequence[Path], recogs_dir: 
     ``recogs-test-<system>[-greedy].txt``; a method run with one seed only loses the -seed suffix.
     Other recogs-test files there (systems not in this comparison) are removed, so the directory
     holds this comparison only. Returns run directory name -> system name."""
-    runs_of: dict[str, int] = {}
-    for d in run_dirs:
-        runs_of[method_and_seed(d.name)[0]] = runs_of.get(method_and_seed(d.name)[0], 0) + 1
-    systems = {d.name: (method_and_seed(d.name)[0] if runs_of[method_and_seed(d.name)[0]] == 1 else d.name)
-               for d in run_dirs}
+    method_of = {d.name: method_and_seed(d.name)[0] for d in run_dirs}
+    runs_of = Counter(method_of.values())
+    systems = {name: method if runs_of[method] == 1 else name for name, method in method_of.items()}
     suffix = baseline_results.stem[len("results-"):]  # epoch-N-avg-K
     sources = [(baseline_results.parent / kind / f"recogs-test-{suffix}.txt", f"baseline{tag}")
                for kind, tag in RECOGS_KINDS]
