@@ -127,8 +127,12 @@ def significance_table(recogs_dir: Path, systems: dict[str, str], reference_meth
                        num_samples: int = 10000) -> str:
     """Markdown: every run's test WER difference (absolute points, 95% interval) against the
     baseline, HLG and ctc-greedy, and against ``reference_method``'s run of the same seed (HLG)."""
+    read: dict[str, dict] = {}  # the baseline's and the reference's files serve many cells
+
     def recogs(system: str) -> dict:
-        return read_recogs(recogs_dir / f"recogs-test-{system}.txt")
+        if system not in read:
+            read[system] = read_recogs(recogs_dir / f"recogs-test-{system}.txt")
+        return read[system]
 
     def cell(a: str, b: str) -> str:
         r = paired_bootstrap(recogs(a), recogs(b), num_samples)

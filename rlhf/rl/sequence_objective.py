@@ -31,6 +31,14 @@ OBJECTIVES = ("rl", "mwer", "mmi", "ctc")
 CURVATURES = ("softmax", "occupancy")  # the output curvature of G v: see curvature_operator
 
 
+def rescored_lattice(batch: LatticeBatch, weights: torch.Tensor) -> k2.Fsa:
+    """The batch's lattices with the re-scored arc weights as their scores (differentiable), for k2's
+    own lattice losses."""
+    lattice = k2.Fsa(batch.lattice.arcs.clone(), aux_labels=batch.lattice.aux_labels)
+    lattice.scores = weights
+    return lattice
+
+
 def mmi_loss(batch: LatticeBatch, weights: torch.Tensor, log_probs: torch.Tensor, lengths: torch.Tensor,
              compiler: CtcGraphCompiler, kappa: float) -> torch.Tensor:
     """Per-utterance lattice MMI loss, log p(den) - log p(num), both in the log semiring (N,).
@@ -43,9 +51,7 @@ def mmi_loss(batch: LatticeBatch, weights: torch.Tensor, log_probs: torch.Tensor
     loss is log(1 + p(lattice) / p(num)) >= 0. The numerator carries no LM score (the reference's
     is a constant of the parameters), which weighs it against the lattice's paths by that constant.
     """
-    lattice = k2.Fsa(batch.lattice.arcs.clone(), aux_labels=batch.lattice.aux_labels)
-    lattice.scores = weights
-    den_lattice = lattice.get_tot_scores(log_semiring=True, use_double_scores=True)
+    den_lattice = rescored_lattice(batch, weights).get_tot_scores(log_semiring=True, use_double_scores=True)
     num = -ctc_loss(kappa * log_probs, lengths, batch.texts, compiler)
     return torch.logaddexp(den_lattice.to(num.dtype), num) - num
 
@@ -91,9 +97,8 @@ class SequenceObjective:
             return ctc_loss(log_probs, lengths, batch.texts, self.compiler).sum()
         weights = self.arc_weights(log_probs, index, batch)
         if c.objective == "mwer":
-            lattice = k2.Fsa(batch.lattice.arcs.clone(), aux_labels=batch.lattice.aux_labels)
-            lattice.scores = weights
-            return k2.mwer_loss(lattice, batch.references, num_paths=c.num_paths, reduction="sum")
+            return k2.mwer_loss(rescored_lattice(batch, weights), batch.references, num_paths=c.num_paths,
+                                reduction="sum")
         if c.objective == "mmi":
             return mmi_loss(batch, weights, log_probs, lengths, self.compiler, c.kappa).sum()
         if c.reward == "frame":
