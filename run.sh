@@ -47,6 +47,7 @@ max_active_states=10000       # most active states per frame in the lattice sear
 lm_scale=0.5                  # weight of the HLG graph (LM) scores (tuned on dev; the steps' default)
 lattice_splits="train dev"    # stage 5: splits decoded into training lattices
 lattice_output_beam=8         # stage 5: lattice output beam (search beam and LM scale as in stage 4)
+lattice_lm_order=3            # stage 5: word n-gram order of the lattices' LM (below --lm-order: a weaker LM, more errors)
 lattice_shard_size=500        # stage 5: cuts per lattice shard (the unit of work of one rank)
 reward=frame                  # stage 6: frame (sMBR: agreement with the forced alignment) or edit (minus errors)
 alpha=1.0                     # stage 6: Q-learning rate (1: one sweep is exact)
@@ -148,9 +149,17 @@ if run_stage 5; then
   log "Stage 5: decode ${lattice_splits} into k2 lattices for sequence training"
   require "$model_dir/epoch-$epoch.pt" 3 "$model_dir/.train.done.json"
   require "$lang_dir/HLG.pt" 4 "$lang_dir/.compile_hlg.done.json"
+  hlg=$lang_dir/HLG.pt
+  if [ "$lattice_lm_order" != "$lm_order" ]; then
+    # Sequence training's lattices from a weaker LM than stage 4's hold the errors it learns from.
+    "$here/steps/train_lm.sh" --order "$lattice_lm_order" --force "$force" --log-dir "$log_dir" "$lang_dir" "$lm_dir"
+    hlg=$lang_dir/HLG_${lattice_lm_order}gram.pt
+    "$here/steps/compile_hlg.sh" --out "$hlg" --force "$force" --log-dir "$log_dir" "$lang_dir" \
+      "$lm_dir/G_${lattice_lm_order}_gram.fst.txt"
+  fi
   "$here/steps/make_lattices.sh" "${dist_opts[@]}" --splits "$lattice_splits" --epoch "$epoch" --avg "$avg" \
     --search-beam "$search_beam" --output-beam "$lattice_output_beam" --shard-size "$lattice_shard_size" --max-active-states "$max_active_states" \
-    --lm-scale "$lm_scale" --device "$device" --force "$force" "$lang_dir" "$fbank_dir" "$model_dir"
+    --lm-scale "$lm_scale" --hlg "$hlg" --device "$device" --force "$force" "$lang_dir" "$fbank_dir" "$model_dir"
   log "Stage 5 done: shards and stats.json under $model_dir/lattices/"
 fi
 

@@ -40,6 +40,7 @@ init_damping=0.01             # rl-hf: initial Levenberg-Marquardt lambda
 cg_max_iters=12               # rl-hf: most CG iterations per HF iteration
 lr=0.0001                     # Adam learning rate (all Adam methods)
 kappa=1.0                     # acoustic scale of the lattice objectives (all but ctc-adam; Kaldi's --acwt)
+time_masks=false              # SpecAugment's time masks on the training batches, as stage 3 (all methods)
 batch_frames=12000            # padded output frames per batch (all methods)
 out_dir=                      # default: <exp_dir>/finetune-bench
 results_file=RESULTS.md       # append the table here ('' to skip)
@@ -75,7 +76,7 @@ for method in $methods; do
       --eval-every 1000000 --eval-interval "$eval_interval" --grad-fraction "$grad_fraction" --lr "$lr" \
       --curvature-fraction "$curvature_fraction" --heldout-utts "$heldout_utts" --hf-init-damping "$init_damping" \
       --hf-cg-max-iters "$cg_max_iters" --batch-frames "$batch_frames" \
-      --kappa "$kappa" --seed "$seed" --out-dir "$run_dir" --force "$force" "$lang_dir" "$data_dir/fbank" "$exp_dir" > /dev/null
+      --kappa "$kappa" --time-masks "$time_masks" --seed "$seed" --out-dir "$run_dir" --force "$force" "$lang_dir" "$data_dir/fbank" "$exp_dir" > /dev/null
     run_dirs+=("$run_dir")
   done
 done

@@ -19,7 +19,7 @@ from rlhf.compare import compare
 from rlhf.decode import METHODS, DevEvaluator, LatticeConfig, decode
 from rlhf.hf import HessianFree, HessianFreeConfig
 from rlhf.lang.tokenizer import Tokenizer
-from rlhf.lattice_batches import SplitLattices, length_batches, load_split_lattices
+from rlhf.lattice_batches import LatticeBatch, SplitLattices, length_batches, load_split_lattices, time_masked
 from rlhf.manifests import manifest_path
 from rlhf.model import CtcModel
 from rlhf.rl.sequence_objective import CURVATURES, OBJECTIVES, SequenceObjective
@@ -51,6 +51,9 @@ class FinetuneConfig:
         "choices": CURVATURES,
         "help": "hf's output curvature in G v: softmax (per-frame Fisher of the network's output) or occupancy "
                 "(of the lattice's token posterior)"})
+    time_masks: bool = field(default=False, metadata={
+        "help": "mask spans of the training batches' input in time as stage 3's SpecAugment did, anew for every "
+                "update (hf: every iteration; the held-out and dev sets stay clean) (true/false)"})
     num_paths: int = field(default=8, metadata={"help": "paths sampled per lattice (edit reward, mwer)"})
     trainable: str = field(default="all", metadata={
         "help": "the parameters fine-tuned: all, or top-K (the output layer and the last K-1 encoder blocks)"})
@@ -268,14 +271,15 @@ class Finetuner:
         start = time.perf_counter()
         rng = random.Random(f"{c.seed}-{it}")
         ids = _subset(list(range(len(self.train_batches))), c.grad_fraction, rng)
-        grad_batches = [self.train_batches[i] for i in ids]
+        grad_batches = [self.augmented(self.train_batches[i], it, i) for i in ids]
         grad_utts = [u for b in grad_batches for u in b.utts]
         curvature_utts = _subset(grad_utts, c.curvature_fraction, rng)
         # Each rank takes every world_size-th batch of gradient, curvature and held-out sets;
         # the sums are all-reduced, so CG and damping see the same numbers on every rank.
         ctx = distributed.context()
         curvature_ids = length_batches(self.data.shard.num_frames, curvature_utts, c.batch_frames)
-        curvature = [obj.curvature_operator(self.data.batch(b).to(obj.device)) for b in ctx.shard(curvature_ids)]
+        curvature = [obj.curvature_operator(self.augmented(self.data.batch(b).to(obj.device), it, "curvature", k))
+                     for k, b in ctx.shard(list(enumerate(curvature_ids)))]
         heldout_ids = [-1 - i for i in range(len(self.heldout_batches))]
         if c.reward == "edit":  # this iteration's paths for the held-out batches, drawn at theta
             with torch.no_grad():
@@ -309,6 +313,13 @@ class Finetuner:
                                     "breakdown": breakdown})
         return info.heldout_after
 
+    def augmented(self, batch: LatticeBatch, *key) -> LatticeBatch:
+        """``batch`` with this ``key``'s time masks (--time-masks), or as it is."""
+        if not self.config.time_masks:
+            return batch
+        generator = torch.Generator().manual_seed(random.Random(f"{self.config.seed}-mask-{key}").getrandbits(63))
+        return time_masked(batch, generator)
+
     def update_batches(self, update: int) -> list[int]:
         """The training batches of Adam update ``update``: the next world_size of a seeded
         shuffle per epoch (one per rank)."""
@@ -326,7 +337,7 @@ class Finetuner:
         c, obj, ctx = self.config, self.objective, distributed.context()
         ids = self.update_batches(self.progress.iteration)
         batch_id = ids[ctx.rank]
-        batch = self.train_batches[batch_id]
+        batch = self.augmented(self.train_batches[batch_id], self.progress.iteration, batch_id)
         norm = obj.normalizer([self.train_batches[i] for i in ids])
         torch.manual_seed(c.seed * 1_000_003 + self.progress.iteration * ctx.world_size + ctx.rank)
         self.model.train(c.objective == "ctc")  # training on with CTC keeps the baseline's dropout

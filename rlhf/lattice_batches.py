@@ -7,7 +7,8 @@ their decision-process indices and level orders, the advantages and V(start), re
 """
 
 import logging
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -54,6 +55,27 @@ class LatticeBatch:
         return LatticeBatch(self.utts, self.features.to(device), self.num_input_frames.to(device), self.num_frames,
                             lattice, LatticeMdp.from_fsas(lattice), self.advantage.to(device),
                             self.start_value.to(device), self.references, self.texts, self.outputs)
+
+
+def time_masked(batch: LatticeBatch, generator: torch.Generator, max_fraction: float = 0.15,
+                max_width: int = 100, max_masks: int = 10) -> LatticeBatch:
+    """The batch with SpecAugment's time masks, drawn from ``generator`` by stage 3's rule (lhotse's
+    SpecAugment: at most ``max_fraction`` of an utterance's frames in at most ``max_masks`` spans of
+    at most ``max_width`` frames, set to the utterance's mean). The frame count is unchanged, so the
+    lattices stay valid: sequence training sees the input the baseline was trained on."""
+    features = batch.features.clone()
+    for i, length in enumerate(batch.num_input_frames.tolist()):
+        total = max_fraction * length
+        num_masks = min(max_masks, math.ceil(total / max_width))
+        widest = int(min(max_width, total // num_masks)) if num_masks else 0
+        if widest < 1:
+            continue
+        mean = features[i, :length].mean()
+        widths = torch.randint(0, widest, (num_masks,), generator=generator).tolist()
+        for width in widths:
+            start = int(torch.rand((), generator=generator) * (length - width))
+            features[i, start:start + width] = mean
+    return replace(batch, features=features)
 
 
 @dataclass

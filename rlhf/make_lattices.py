@@ -72,7 +72,7 @@ class LatticeMaker:
     """Lattices, references and forced alignments of batches, with empty or unalignable utterances dropped."""
 
     def __init__(self, model: CtcModel, tokenizer: Tokenizer, graph_kind: str, config: LatticeConfig,
-                 device: torch.device, lang_dir: Path):
+                 device: torch.device, lang_dir: Path, hlg: Optional[Path] = None):
         if graph_kind not in GRAPHS:
             raise ValueError(f"unknown --graph {graph_kind!r}; choose from {', '.join(GRAPHS)}")
         self.model = model.to(device).eval()
@@ -81,7 +81,8 @@ class LatticeMaker:
         self.device = device
         self.compiler = CtcGraphCompiler(tokenizer, device)
         if graph_kind == "hlg":
-            graph = search_graph(tokenizer, device, load_graph(lang_dir / "HLG.pt", device), config.lm_scale)
+            graph = search_graph(tokenizer, device, load_graph(hlg or lang_dir / "HLG.pt", device),
+                                 config.lm_scale)
             self.word_ids = read_symbols(lang_dir / "words.txt")
             self.oov_id = max(self.word_ids.values()) + 1  # no arc outputs it: always an error
         else:
@@ -185,8 +186,11 @@ def make_split_lattices(maker: LatticeMaker, cuts: CutSet, out_dir: Path, shard_
 def make_lattices(lang_dir: Path, fbank_dir: Path, exp_dir: Path, corpus: str, splits: Sequence[str], epoch: int,
                   avg: int, graph_kind: str, config: LatticeConfig, shard_size: int = 500,
                   max_duration: float = 200.0, max_utts: Optional[int] = None, device_name: str = "auto",
-                  force: bool = False) -> Path:
+                  force: bool = False, hlg: Optional[Path] = None) -> Path:
     """Stage 5 for every split; returns ``<exp_dir>/lattices``.
+
+    ``hlg`` is the decoding graph of ``graph_kind`` hlg (default ``<lang_dir>/HLG.pt``, stage 4's): a
+    graph from a weaker LM gives lattices with more errors for the sequence objectives to remove.
 
     In a job of several processes each rank decodes every world_size-th shard; rank 0 writes the
     statistics and the completion marker.
@@ -195,8 +199,8 @@ def make_lattices(lang_dir: Path, fbank_dir: Path, exp_dir: Path, corpus: str, s
     config.check()
     lattice_dir = exp_dir / "lattices"
     cut_paths = [manifest_path(fbank_dir, corpus, "cuts", split) for split in splits]
-    lang_files = [lang_dir / "tokens.txt"] + ([lang_dir / "HLG.pt", lang_dir / "words.txt"] if graph_kind == "hlg"
-                                              else [])
+    hlg = Path(hlg) if hlg is not None else lang_dir / "HLG.pt"
+    lang_files = [lang_dir / "tokens.txt"] + ([hlg, lang_dir / "words.txt"] if graph_kind == "hlg" else [])
     inputs = averaged_checkpoints(exp_dir, epoch, avg) + cut_paths + lang_files
     for path in inputs:
         if not path.is_file():
@@ -204,7 +208,8 @@ def make_lattices(lang_dir: Path, fbank_dir: Path, exp_dir: Path, corpus: str, s
                                     f"cuts from stage 2)")
     if shard_size < 1:
         raise ValueError(f"--shard-size must be >= 1, got {shard_size}")
-    options = {"splits": list(splits), "epoch": epoch, "avg": avg, "graph": graph_kind, "lattice": asdict(config),
+    options = {"splits": list(splits), "epoch": epoch, "avg": avg, "graph": graph_kind,
+               "hlg": str(hlg) if graph_kind == "hlg" else None, "lattice": asdict(config),
                "shard_size": shard_size, "max_duration": max_duration, "max_utts": max_utts}
     marker = StageMarker(lattice_dir, "make-lattices", options, inputs,
                          outputs=[lattice_dir / split for split in splits] + [lattice_dir / "stats.json"])
@@ -217,8 +222,9 @@ def make_lattices(lang_dir: Path, fbank_dir: Path, exp_dir: Path, corpus: str, s
     tokenizer.check_model_outputs(model.config.vocab_size)
     meta = {"model_digest": model_digest(model), "lang_digest": file_digest(lang_dir / "tokens.txt"),
             "made_with": f"{exp_dir} epoch {epoch} avg {avg}, {lang_dir}", "graph": graph_kind,
+            "hlg": str(hlg) if graph_kind == "hlg" else None,
             "lattice_config": asdict(config), "model_config": model.config.to_dict()}
-    maker = LatticeMaker(model, tokenizer, graph_kind, config, device, lang_dir)
+    maker = LatticeMaker(model, tokenizer, graph_kind, config, device, lang_dir, hlg)
     summary, timings = {}, {}
     for split, cuts_path in zip(splits, cut_paths):
         with distributed.shared_output(lattice_dir / split) as tmp:

@@ -13,7 +13,7 @@ from rlhf.decode import LatticeConfig
 from rlhf.finetune import FinetuneConfig, finetune, trainable_parameters
 from rlhf.hf import HessianFreeConfig
 from rlhf.lang.tokenizer import Tokenizer
-from rlhf.lattice_batches import load_split_lattices
+from rlhf.lattice_batches import LatticeBatch, load_split_lattices, time_masked
 from rlhf.rl.sequence_objective import SequenceObjective, mmi_loss
 from rlhf.scoring import Utterance, write_recogs
 from rlhf.significance import read_recogs
@@ -70,6 +70,36 @@ def test_hf_run_is_deterministic_and_resume_equals_an_uninterrupted_run(tiny_rec
         assert torch.equal(value, c["model"][name]), name
     assert a["optimizer"]["damping"] == c["optimizer"]["damping"]
     assert torch.equal(a["optimizer"]["direction"], c["optimizer"]["direction"])
+
+
+def test_time_masks_follow_stage_3s_rule_and_leave_the_rest_alone():
+    torch.manual_seed(0)
+    features = torch.randn(3, 700, 5)
+    lengths = torch.tensor([700, 300, 5])
+    features[1, 300:] = 0.0
+    features[2, 5:] = 0.0
+    batch = LatticeBatch([0, 1, 2], features, lengths, [], None, None, None, None, [], [], [])
+    masked = time_masked(batch, torch.Generator().manual_seed(1)).features
+    assert torch.equal(batch.features, features), "the batch itself is not changed"
+    assert torch.equal(masked, time_masked(batch, torch.Generator().manual_seed(1)).features)
+    changed = (masked != features).any(-1)  # frames masked, per utterance
+    assert changed[0].any() and changed[1].any(), "700- and 300-frame utterances get masks"
+    assert changed[0].sum() <= 0.15 * 700 and changed[1].sum() <= 0.15 * 300
+    assert not changed[1, 300:].any() and not changed[2].any(), "no mask on padding or a 5-frame utterance"
+    for i in (0, 1):
+        assert torch.allclose(masked[i][changed[i]], features[i, :lengths[i]].mean().expand(int(changed[i].sum()), 5))
+    counts = [int((time_masked(batch, torch.Generator().manual_seed(s)).features[1] != features[1]).any(-1).sum())
+              for s in range(50)]
+    assert max(counts) > 30 and len(set(counts)) > 10, "widths vary, up to 15% of 300 frames"
+
+
+def test_hf_with_time_masks_is_deterministic_and_differs(tiny_recipe, tmp_path):
+    _run(tiny_recipe, tmp_path / "a", time_masks=True, max_iters=1)
+    _run(tiny_recipe, tmp_path / "b", time_masks=True, max_iters=1)
+    _run(tiny_recipe, tmp_path / "c", max_iters=1)
+    a, b, c = (_state(tmp_path / d)["model"] for d in "abc")
+    assert all(torch.equal(v, b[k]) for k, v in a.items())
+    assert any(not torch.equal(v, c[k]) for k, v in a.items())
 
 
 @pytest.mark.parametrize("objective,optimizer,reward", [

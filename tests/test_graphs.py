@@ -221,3 +221,33 @@ def test_hlg_of_a_real_lang_dir_and_its_marker(tiny_lang, caplog):
     hlg_pt.unlink()
     compile_hlg_step(lang_dir, g)
     assert torch.equal(load_graph(hlg_pt).arcs.values(), HLG.arcs.values()), "a deleted HLG.pt is redone, identically"
+
+
+def test_a_second_hlg_from_a_weaker_lm_goes_beside_the_first(tiny_lang, caplog):
+    """Stage 5's unigram graph (--out): its own file and marker; HLG.pt, stage 4's, stays as it was."""
+    lang_dir, g3 = tiny_lang
+    compile_hlg_step(lang_dir, g3)
+    hlg3_pt, hlg1_pt = lang_dir / "HLG.pt", lang_dir / "HLG_1gram.pt"
+    mtime = hlg3_pt.stat().st_mtime_ns
+    train_lm(lang_dir, g3.parent, order=1)
+    compile_hlg_step(lang_dir, g3.parent / "G_1_gram.fst.txt", out=hlg1_pt)
+    assert hlg3_pt.stat().st_mtime_ns == mtime
+    assert (lang_dir / ".compile_hlg_HLG_1gram.done.json").is_file()
+    HLG3, HLG1 = load_graph(hlg3_pt), load_graph(hlg1_pt)
+    tokens, words = read_symbols(lang_dir / "tokens.txt"), read_symbols(lang_dir / "words.txt")
+    lexicon = dict(read_lexicon(lang_dir / "lexicon.txt"))
+    scores = {1: 0.0, 3: 0.0}
+    for text in TRANSCRIPTS:
+        frames = ctc_frames([tokens[p] for w in text.split() for p in lexicon[w]])
+        for order, HLG in ((1, HLG1), (3, HLG3)):
+            best_words, score = decode(HLG, frames)
+            assert best_words == [words[w] for w in text.split()]
+            scores[order] += score
+    assert scores[1] < scores[3] - 1.0, "the trigram knows the training sentences better than the unigram"
+
+    with caplog.at_level(logging.INFO):
+        compile_hlg_step(lang_dir, g3.parent / "G_1_gram.fst.txt", out=hlg1_pt)
+    assert "compile_hlg_HLG_1gram: already complete" in caplog.text
+    hlg1_pt.unlink()
+    compile_hlg_step(lang_dir, g3.parent / "G_1_gram.fst.txt", out=hlg1_pt)
+    assert torch.equal(load_graph(hlg1_pt).arcs.values(), HLG1.arcs.values())

@@ -146,3 +146,42 @@ def test_q_values_of_lattices_being_remade_are_not_complete(tiny_recipe, tmp_pat
     qlearn(exp, ["train", "dev"], "frame", QLearningConfig())
     assert sorted(p.name for p in (exp / "lattices" / "train" / "q-frame").iterdir()) == \
         sorted(p.name for p in (tiny_recipe.model_dir / "lattices" / "train" / "q-frame").iterdir())
+
+
+def test_a_missing_hlg_is_named(tiny_recipe, tmp_path):
+    from rlhf.decode import LatticeConfig
+    from rlhf.make_lattices import make_lattices
+    with pytest.raises(FileNotFoundError, match="HLG_1gram.pt not found"):
+        make_lattices(tiny_recipe.data_dir / "lang_bpe_50", tiny_recipe.data_dir / "fbank", tiny_recipe.model_dir,
+                      "synth", ["dev"], 2, 2, "hlg", LatticeConfig(), hlg=tmp_path / "HLG_1gram.pt")
+
+
+@pytest.mark.slow
+def test_lattices_from_a_unigram_hlg(tiny_recipe, tmp_path):
+    """--hlg: the lattices carry the unigram's graph scores (stage 5 with --lattice-lm-order 1)."""
+    import shutil
+
+    from rlhf.decode import LatticeConfig
+    from rlhf.lang.compile_hlg import compile_hlg_step
+    from rlhf.lang.train_lm import train_lm
+    from rlhf.make_lattices import make_lattices
+    lang = tmp_path / "lang"
+    shutil.copytree(tiny_recipe.data_dir / "lang_bpe_50", lang)
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    for checkpoint in tiny_recipe.model_dir.glob("epoch-*.pt"):
+        shutil.copy(checkpoint, exp)
+    train_lm(lang, tmp_path / "lm", order=1)
+    compile_hlg_step(lang, tmp_path / "lm" / "G_1_gram.fst.txt", out=lang / "HLG_1gram.pt")
+    config = LatticeConfig(output_beam=3, max_active_states=1000)
+    out = make_lattices(lang, tiny_recipe.data_dir / "fbank", exp, "synth", ["dev"], 2, 2, "hlg", config,
+                        hlg=lang / "HLG_1gram.pt")
+    assert json.loads((out / "stats.json").read_text())["meta"]["hlg"] == str(lang / "HLG_1gram.pt")
+    unigram = LatticeShard.load(shard_paths(out / "dev")[0]).lattice
+    shutil.rmtree(out)
+    make_lattices(lang, tiny_recipe.data_dir / "fbank", exp, "synth", ["dev"], 2, 2, "hlg", config)
+    trigram = LatticeShard.load(shard_paths(out / "dev")[0]).lattice
+    # Both hold the same utterances; the word LM's scores on their paths differ.
+    assert unigram.shape[0] == trigram.shape[0]
+    assert not torch.allclose(k2.shortest_path(unigram, True).get_tot_scores(True, False),
+                              k2.shortest_path(trigram, True).get_tot_scores(True, False))

@@ -42,6 +42,7 @@ output_beam=8                 # lattice output beam
 max_active_states=10000       # most active states per frame in the lattice search
 lm_scale=0.3                  # weight of the HLG graph (LM) scores (chosen on dev: steps/tune_lm_scale.sh)
 lattice_output_beam=8         # stage 5: lattice output beam (lattice size)
+lattice_lm_order=3            # stage 5: word n-gram order of the lattices' LM (below --lm-order: a weaker LM, more errors)
 reward=frame                  # stage 6: frame (agreement with the forced alignment) or edit (minus errors)
 hf_iters=12                   # stage 7: Hessian-free iterations ...
 hf_time_budget=0              # stage 7: ... or seconds of optimization (0: no limit)
@@ -124,9 +125,17 @@ fi
 if run_stage 5; then
   log "Stage 5: decode train and dev into k2 lattices for sequence training"
   require "$lang_dir/HLG.pt" 4 "$lang_dir/.compile_hlg.done.json"
+  hlg=$lang_dir/HLG.pt
+  if [ "$lattice_lm_order" != "$lm_order" ]; then
+    # Sequence training's lattices from a weaker LM than stage 4's hold the errors it learns from.
+    "$root/steps/train_lm.sh" --order "$lattice_lm_order" --force "$force" --log-dir "$log_dir" "$lang_dir" "$lm_dir"
+    hlg=$lang_dir/HLG_${lattice_lm_order}gram.pt
+    "$root/steps/compile_hlg.sh" --out "$hlg" --force "$force" --log-dir "$log_dir" "$lang_dir" \
+      "$lm_dir/G_${lattice_lm_order}_gram.fst.txt"
+  fi
   "$root/steps/make_lattices.sh" "${dist_opts[@]}" --corpus an4 --splits "train dev" --epoch "$epoch" --avg "$avg" \
     --search-beam "$search_beam" --output-beam "$lattice_output_beam" --max-active-states "$max_active_states" \
-    --lm-scale "$lm_scale" --device "$device" --force "$force" "$lang_dir" "$fbank_dir" "$model_dir"
+    --lm-scale "$lm_scale" --hlg "$hlg" --device "$device" --force "$force" "$lang_dir" "$fbank_dir" "$model_dir"
 fi
 
 if run_stage 6; then

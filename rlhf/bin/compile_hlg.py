@@ -4,6 +4,7 @@ Output::
 
     <lang_dir>/HLG.pt    torch.save(HLG.as_dict()); load with rlhf.graphs.load_graph
                          labels: token ids (0 = blank); aux_labels: word ids (ragged)
+                         (--out: another name, e.g. stage 5's <lang_dir>/HLG_1gram.pt)
 """
 
 import argparse
@@ -22,10 +23,13 @@ def main(argv: Optional[list[str]] = None) -> None:
     p.add_argument("--modified-ctc-topo", type=str2bool, default=False,
                    help="H without the mandatory blank between repeated tokens, k2's modified CTC topology "
                         "(true/false)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="the graph file to write (default: <lang_dir>/HLG.pt, the one stages 4 and 7 decode with)")
     add_stage_options(p)
     args = p.parse_args(argv)
     setup_logging(args.log_dir, "compile_hlg")
-    run_step(lambda: compile_hlg_step(args.lang_dir, args.g_fst_txt, args.modified_ctc_topo, args.force))
+    run_step(lambda: compile_hlg_step(args.lang_dir, args.g_fst_txt, args.modified_ctc_topo, args.force,
+                                      args.out))
 
 
 if __name__ == "__main__":

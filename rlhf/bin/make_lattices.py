@@ -14,6 +14,7 @@ get no lattices: sequence training runs on the original audio.
 """
 
 import argparse
+from pathlib import Path
 from typing import Optional
 
 from torch.distributed.elastic.multiprocessing.errors import record
@@ -34,6 +35,9 @@ def main(argv: Optional[list[str]] = None) -> None:
     add_inference_options(p)
     p.add_argument("--graph", default="hlg", choices=GRAPHS,
                    help="decoding graph: hlg (words; lexicon and LM) or ctc (tokens; no LM)")
+    p.add_argument("--hlg", type=Path, default=None,
+                   help="the HLG of --graph hlg (default: <lang_dir>/HLG.pt, stage 4's); one from a weaker LM "
+                        "(steps/compile_hlg.sh --out) gives lattices with more errors to learn from")
     p.add_argument("--shard-size", type=int, default=500,
                    help="cuts per shard file (the unit of work of a rank; the shards do not depend on --world-size)")
     p.add_argument("--max-utts", type=int, default=None, help="only the first N cuts of each split (default: all)")
@@ -48,7 +52,7 @@ def main(argv: Optional[list[str]] = None) -> None:
         check_positive(args, "max_duration", "shard_size")
         out = make_lattices(args.lang_dir, args.fbank_dir, args.exp_dir, args.corpus, args.splits.split(), args.epoch,
                             args.avg, args.graph, config, args.shard_size, args.max_duration, args.max_utts,
-                            args.device, args.force)
+                            args.device, args.force, args.hlg)
         if distributed.context().is_main:
             print((out / "stats.json").read_text())
 
