@@ -2,8 +2,8 @@
 
 A batch of stage-5 lattices (rlhf.lattice_batches) is re-scored by the current network and
 the loss is one of ``--objective``: ``rl`` (minus the expected stage-6 advantage,
-rlhf.rl.objective), ``mwer`` (k2's ``mwer_loss``), ``mmi`` (lattice MMI: the reference's CTC
-graph against the re-scored lattice) or ``ctc`` (the baseline's loss). Besides the
+rlhf.rl.objective), ``mwer`` (k2's ``mwer_loss``), ``mmi`` (lattice MMI: the lattice's paths of
+the reference against the whole re-scored lattice) or ``ctc`` (the baseline's loss). Besides the
 loss, ``SequenceObjective`` gives what Hessian-free asks for: the gradient over many batches
 (all-reduced over the ranks), the held-out value, and curvature-vector products G v (the
 generalized Gauss-Newton matrix with a positive semi-definite per-frame output curvature).
@@ -39,21 +39,33 @@ def rescored_lattice(batch: LatticeBatch, weights: torch.Tensor) -> k2.Fsa:
     return lattice
 
 
-def mmi_loss(batch: LatticeBatch, weights: torch.Tensor, log_probs: torch.Tensor, lengths: torch.Tensor,
-             compiler: CtcGraphCompiler, kappa: float) -> torch.Tensor:
-    """Per-utterance lattice MMI loss, log p(den) - log p(num), both in the log semiring (N,).
+def numerator_lattice(batch: LatticeBatch, compiler: CtcGraphCompiler) -> k2.Fsa:
+    """The lattices' paths that spell the reference: each lattice intersected with the reference's
+    CTC graph (both over tokens, one arc per frame). Attribute ``lattice_arc``: the lattice arc of
+    each arc. Empty where the reference is not in the lattice (the pruned search dropped it)."""
+    lattice = k2.Fsa(batch.lattice.arcs.clone())
+    lattice.lattice_arc = torch.arange(lattice.num_arcs, dtype=torch.int32, device=lattice.device)
+    graphs = k2.arc_sort(compiler.compile(batch.texts).to(lattice.device))
+    return k2.connect(k2.intersect(k2.arc_sort(lattice), graphs, treat_epsilons_specially=False))
 
-    Numerator: every CTC alignment of the reference (its CTC graph) scored by kappa x the network's
-    log-probs. Denominator: the re-scored lattice (``weights``, graph scores included) with the
-    numerator added to it, as lattice-based MMI adds the reference to the denominator lattice: the
-    pruned lattice holds only some alignments of the reference, and without the numerator the loss
-    falls without bound by moving mass to the others (measured: dev WER 100% within 90 s). So the
-    loss is log(1 + p(lattice) / p(num)) >= 0. The numerator carries no LM score (the reference's
-    is a constant of the parameters), which weighs it against the lattice's paths by that constant.
+
+def mmi_loss(batch: LatticeBatch, weights: torch.Tensor, compiler: CtcGraphCompiler) -> torch.Tensor:
+    """Per-utterance lattice MMI loss, log p(lattice) - log p(numerator), in the log semiring (N,).
+
+    Both are scored by the re-scored arc weights (``weights``: kappa x the network's log-probs +
+    graph scores, LM included). The numerator is the lattice's own paths that spell the reference
+    (``numerator_lattice``), so it is part of the denominator and the loss is >= 0, as in
+    lattice-based MMI with the reference forced into the lattice. An utterance whose lattice lacks
+    the reference gets 0 and no gradient (Kaldi's MMI drops its frames too). A numerator of every
+    CTC alignment, most of them off the pruned lattice, made the loss unbounded or, added to the
+    denominator, still let dev WER degrade to 38% on AN4 (docs/finetuning.md).
     """
-    den_lattice = rescored_lattice(batch, weights).get_tot_scores(log_semiring=True, use_double_scores=True)
-    num = -ctc_loss(kappa * log_probs, lengths, batch.texts, compiler)
-    return torch.logaddexp(den_lattice.to(num.dtype), num) - num
+    den = rescored_lattice(batch, weights).get_tot_scores(log_semiring=True, use_double_scores=True)
+    num_lattice = numerator_lattice(batch, compiler)
+    num_lattice.scores = weights[num_lattice.lattice_arc.long()]
+    num = num_lattice.get_tot_scores(log_semiring=True, use_double_scores=True)
+    keep = torch.isfinite(num)
+    return torch.where(keep, den - num.masked_fill(~keep, 0.0), torch.zeros_like(den))
 
 
 class SequenceObjective:
@@ -100,7 +112,7 @@ class SequenceObjective:
             return k2.mwer_loss(rescored_lattice(batch, weights), batch.references, num_paths=c.num_paths,
                                 reduction="sum")
         if c.objective == "mmi":
-            return mmi_loss(batch, weights, log_probs, lengths, self.compiler, c.kappa).sum()
+            return mmi_loss(batch, weights, self.compiler).sum()
         if c.reward == "frame":
             gain = expected_advantage(weights, batch.mdp, batch.advantage)
         else:
