@@ -44,6 +44,8 @@ lm_scale=0.3                  # weight of the HLG graph (LM) scores (chosen on d
 lattice_output_beam=8         # stage 5: lattice output beam (lattice size)
 lattice_lm_order=3            # stage 5: word n-gram order of the lattices' LM (below --lm-order: a weaker LM, more errors)
 reward=frame                  # stage 6: frame (agreement with the forced alignment) or edit (minus errors)
+kappa=1.0                     # stage 7: acoustic scale of the re-scored lattice arcs (Kaldi's --acwt)
+time_masks=false              # stage 7: SpecAugment's time masks on the training batches, as stage 3
 hf_iters=12                   # stage 7: Hessian-free iterations ...
 hf_time_budget=0              # stage 7: ... or seconds of optimization (0: no limit)
 results_file=RESULTS.md       # decoding results are appended here ('' to skip)
@@ -150,7 +152,8 @@ if run_stage 7; then
   require "$model_dir/lattices/train/q-$reward" 6 "$model_dir/lattices/.qlearn-$reward.done.json"
   finetune_dir=$model_dir/finetune/rl-hf-$reward
   "$root/steps/finetune.sh" "${dist_opts[@]}" --corpus an4 --epoch "$epoch" --avg "$avg" --reward "$reward" \
-    --max-iters "$hf_iters" --time-budget "$hf_time_budget" --dev-split dev --decode-splits "dev test" \
+    --kappa "$kappa" --time-masks "$time_masks" --max-iters "$hf_iters" --time-budget "$hf_time_budget" \
+    --dev-split dev --decode-splits "dev test" \
     --search-beam "$search_beam" --output-beam "$output_beam" --max-active-states "$max_active_states" \
     --lm-scale "$lm_scale" --device "$device" --force "$force" --out-dir "$finetune_dir" \
     "$lang_dir" "$fbank_dir" "$model_dir"
