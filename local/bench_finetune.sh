@@ -13,7 +13,8 @@
 # against the baseline and against --reference-method), also appended to RESULTS.md, and the
 # test hypotheses in icefall's recogs format under --recogs-dir (recogs-test-<method>-seed<k>.txt,
 # HLG 1-best; ...-greedy.txt, ctc-greedy; recogs-test-baseline[-greedy].txt).
-# Run after stage 6 (./run.sh --stop-stage 6); stage-6 values of a reward not yet there are made.
+# Run after stage 6 (./run.sh --stop-stage 6); stage-6 values of a reward not yet there (or made
+# for older lattices) are made, for train and dev as stage 6 does.
 # Not part of ./test.sh: it takes about methods x seeds x (--time-budget + evaluations).
 #   local/bench_finetune.sh [--time-budget 600] [--seeds "0 1 2"] [--methods "rl-hf-frame mmi-adam"]
 set -euo pipefail
@@ -64,10 +65,9 @@ run_dirs=()
 for method in $methods; do
   IFS=- read -r objective optimizer method_reward <<< "$method"
   method_reward=${method_reward:-$reward}
-  if [ ! -f "$exp_dir/lattices/.qlearn-$method_reward.done.json" ]; then
-    log "Stage-6 values with the $method_reward reward, for $method"
-    "$here/steps/qlearn.sh" --splits train --reward "$method_reward" "$exp_dir"
-  fi
+  # Stage 6 skips values that are complete for these lattices, and remakes those of lattices
+  # stage 5 has made again since (a marker file alone would not tell).
+  "$here/steps/qlearn.sh" --splits "train dev" --reward "$method_reward" "$exp_dir" > /dev/null
   for seed in $seeds; do
     run_dir=$out_dir/$method-seed$seed
     log "Fine-tuning $method (seed $seed) for $time_budget s"
