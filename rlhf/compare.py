@@ -50,19 +50,24 @@ def comparison_table(baseline: dict, runs: dict[str, tuple[dict, dict]], splits:
 
 
 def plot_dev_wer(runs: dict[str, dict], path: Path) -> None:
-    """Dev WER against seconds of optimization, one line per run."""
+    """Dev WER against seconds of optimization, one line per run: a colour per method, a line
+    style per seed."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(8, 5))
+    methods = list(dict.fromkeys(method_and_seed(name)[0] for name in runs))
+    colours = plt.get_cmap("tab10")
+    styles = ["-", "--", ":", "-."]
     for name, progress in runs.items():
+        method, seed = method_and_seed(name)
         history = progress["history"]
         ax.plot([h["seconds"] for h in history], [h["dev_wer"] for h in history], marker="o", markersize=3,
-                label=name)
+                color=colours(methods.index(method) % 10), linestyle=styles[(seed or 0) % len(styles)], label=name)
     ax.set_xlabel("optimization time (s, evaluation excluded)")
     ax.set_ylabel("dev WER (%), HLG 1-best")
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize="small", ncol=2)
     fig.tight_layout()
     with atomic_output(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120)
