@@ -127,14 +127,7 @@ fi
 if run_stage 5; then
   log "Stage 5: decode train and dev into k2 lattices for sequence training"
   require "$lang_dir/HLG.pt" 4 "$lang_dir/.compile_hlg.done.json"
-  hlg=$lang_dir/HLG.pt
-  if [ "$lattice_lm_order" != "$lm_order" ]; then
-    # Sequence training's lattices from a weaker LM than stage 4's hold the errors it learns from.
-    "$root/steps/train_lm.sh" --order "$lattice_lm_order" --force "$force" --log-dir "$log_dir" "$lang_dir" "$lm_dir"
-    hlg=$lang_dir/HLG_${lattice_lm_order}gram.pt
-    "$root/steps/compile_hlg.sh" --out "$hlg" --force "$force" --log-dir "$log_dir" "$lang_dir" \
-      "$lm_dir/G_${lattice_lm_order}_gram.fst.txt"
-  fi
+  hlg=$(lattice_hlg "$lang_dir" "$lm_dir" "$lm_order" "$lattice_lm_order")
   "$root/steps/make_lattices.sh" "${dist_opts[@]}" --corpus an4 --splits "train dev" --epoch "$epoch" --avg "$avg" \
     --search-beam "$search_beam" --output-beam "$lattice_output_beam" --max-active-states "$max_active_states" \
     --lm-scale "$lm_scale" --hlg "$hlg" --device "$device" --force "$force" "$lang_dir" "$fbank_dir" "$model_dir"
