@@ -75,8 +75,8 @@ for method in $methods; do
       --optimizer "$optimizer" --reward "$method_reward" --time-budget "$time_budget" --max-iters 1000000 \
       --eval-every 1000000 --eval-interval "$eval_interval" --grad-fraction "$grad_fraction" --lr "$lr" \
       --curvature-fraction "$curvature_fraction" --heldout-utts "$heldout_utts" --hf-init-damping "$init_damping" \
-      --hf-cg-max-iters "$cg_max_iters" --batch-frames "$batch_frames" \
-      --kappa "$kappa" --time-masks "$time_masks" --seed "$seed" --out-dir "$run_dir" --force "$force" "$lang_dir" "$data_dir/fbank" "$exp_dir" > /dev/null
+      --hf-cg-max-iters "$cg_max_iters" --batch-frames "$batch_frames" --kappa "$kappa" --time-masks "$time_masks" \
+      --seed "$seed" --out-dir "$run_dir" --force "$force" "$lang_dir" "$data_dir/fbank" "$exp_dir" > /dev/null
     run_dirs+=("$run_dir")
   done
 done

@@ -56,8 +56,6 @@ require_lattices() {
   fi
 }
 
-# selected_epoch MODEL_DIR: the epoch that stage 3 selected (MODEL_DIR/selected.json, written when
-# training completes and removed when it starts), for the --epoch of stages 4-7.
 # lattice_hlg LANG_DIR LM_DIR LM_ORDER LATTICE_LM_ORDER: print the HLG that stage 5 decodes with:
 # stage 4's <lang>/HLG.pt, or, for a lower order, <lang>/HLG_<N>gram.pt from an N-gram of the same
 # transcripts, made here (sequence training's lattices from a weaker LM hold the errors it learns
@@ -75,6 +73,8 @@ lattice_hlg() {
   echo "$1/HLG_${4}gram.pt"
 }
 
+# selected_epoch MODEL_DIR: the epoch that stage 3 selected (MODEL_DIR/selected.json, written when
+# training completes and removed when it starts), for the --epoch of stages 4-7.
 selected_epoch() {
   require "$1/selected.json" 3 "$1/.train.done.json"
   python -c 'import json, sys; print(json.load(open(sys.argv[1]))["epoch"])' "$1/selected.json"
