@@ -61,8 +61,9 @@ def time_masked(batch: LatticeBatch, generator: torch.Generator, max_fraction: f
                 max_width: int = 100, max_masks: int = 10) -> LatticeBatch:
     """The batch with SpecAugment's time masks, drawn from ``generator`` by stage 3's rule (lhotse's
     SpecAugment: at most ``max_fraction`` of an utterance's frames in at most ``max_masks`` spans of
-    at most ``max_width`` frames, set to the utterance's mean). The frame count is unchanged, so the
-    lattices stay valid: sequence training sees the input the baseline was trained on."""
+    at most ``max_width`` frames, set to the utterance's mean; lhotse masks 90% of the utterances,
+    this every one). The frame count is unchanged, so the lattices stay valid: sequence training
+    sees the kind of input the baseline was trained on."""
     features = batch.features.clone()
     for i, length in enumerate(batch.num_input_frames.tolist()):
         total = max_fraction * length
