@@ -19,6 +19,7 @@ from rlhf.ctc import CtcGraphCompiler, forced_alignments
 from rlhf.data import batch_inputs, load_cuts, make_dataloader, original_cuts
 from rlhf.decode import LatticeConfig, get_lattice, get_texts, lattice_num_arcs, search_graph
 from rlhf.graphs import load_graph, read_symbols
+from rlhf.lang.compile_hlg import HLG_NAME
 from rlhf.lang.tokenizer import Tokenizer
 from rlhf.lattice_shards import LatticeShard, merge_shards, shard_path
 from rlhf.manifests import manifest_path
@@ -81,7 +82,7 @@ class LatticeMaker:
         self.device = device
         self.compiler = CtcGraphCompiler(tokenizer, device)
         if graph_kind == "hlg":
-            graph = search_graph(tokenizer, device, load_graph(hlg or lang_dir / "HLG.pt", device),
+            graph = search_graph(tokenizer, device, load_graph(hlg or lang_dir / HLG_NAME, device),
                                  config.lm_scale)
             self.word_ids = read_symbols(lang_dir / "words.txt")
             self.oov_id = max(self.word_ids.values()) + 1  # no arc outputs it: always an error
@@ -199,7 +200,7 @@ def make_lattices(lang_dir: Path, fbank_dir: Path, exp_dir: Path, corpus: str, s
     config.check()
     lattice_dir = exp_dir / "lattices"
     cut_paths = [manifest_path(fbank_dir, corpus, "cuts", split) for split in splits]
-    hlg = Path(hlg) if hlg is not None else lang_dir / "HLG.pt"
+    hlg = Path(hlg) if hlg is not None else lang_dir / HLG_NAME
     lang_files = [lang_dir / "tokens.txt"] + ([hlg, lang_dir / "words.txt"] if graph_kind == "hlg" else [])
     inputs = averaged_checkpoints(exp_dir, epoch, avg) + cut_paths + lang_files
     for path in inputs:
@@ -208,9 +209,9 @@ def make_lattices(lang_dir: Path, fbank_dir: Path, exp_dir: Path, corpus: str, s
                                     f"cuts from stage 2)")
     if shard_size < 1:
         raise ValueError(f"--shard-size must be >= 1, got {shard_size}")
-    options = {"splits": list(splits), "epoch": epoch, "avg": avg, "graph": graph_kind,
-               "hlg": str(hlg) if graph_kind == "hlg" else None, "lattice": asdict(config),
-               "shard_size": shard_size, "max_duration": max_duration, "max_utts": max_utts}
+    hlg_used = str(hlg) if graph_kind == "hlg" else None
+    options = {"splits": list(splits), "epoch": epoch, "avg": avg, "graph": graph_kind, "hlg": hlg_used,
+               "lattice": asdict(config), "shard_size": shard_size, "max_duration": max_duration, "max_utts": max_utts}
     marker = StageMarker(lattice_dir, "make-lattices", options, inputs,
                          outputs=[lattice_dir / split for split in splits] + [lattice_dir / "stats.json"])
     if distributed.main_decides(lambda: marker.skip_if_complete(force)):
@@ -221,8 +222,7 @@ def make_lattices(lang_dir: Path, fbank_dir: Path, exp_dir: Path, corpus: str, s
     model = average_checkpoints(exp_dir, epoch, avg)
     tokenizer.check_model_outputs(model.config.vocab_size)
     meta = {"model_digest": model_digest(model), "lang_digest": file_digest(lang_dir / "tokens.txt"),
-            "made_with": f"{exp_dir} epoch {epoch} avg {avg}, {lang_dir}", "graph": graph_kind,
-            "hlg": str(hlg) if graph_kind == "hlg" else None,
+            "made_with": f"{exp_dir} epoch {epoch} avg {avg}, {lang_dir}", "graph": graph_kind, "hlg": hlg_used,
             "lattice_config": asdict(config), "model_config": model.config.to_dict()}
     maker = LatticeMaker(model, tokenizer, graph_kind, config, device, lang_dir, hlg)
     summary, timings = {}, {}

@@ -22,8 +22,8 @@ def compile_hlg_step(lang_dir: Path, g_fst_txt: Path, modified_ctc_topo: bool = 
     inputs = [lang_dir / "tokens.txt", lang_dir / "words.txt", lang_dir / "lexicon.txt", g_fst_txt]
     name = "compile_hlg" if out == lang_dir / HLG_NAME else f"compile_hlg_{out.stem}"
     marker = StageMarker(out.parent, name, {"modified_ctc_topo": modified_ctc_topo}, inputs, outputs=[out])
-    # A deleted HLG.pt is redone even when the marker is still there.
-    if out.is_file() and marker.skip_if_complete(force):
+    # The marker names the graph as its output: a deleted graph is redone even when the marker is there.
+    if marker.skip_if_complete(force):
         return
     marker.invalidate()
     HLG = compile_hlg(lang_dir, g_fst_txt, modified_ctc_topo=modified_ctc_topo)
