@@ -6,6 +6,7 @@
 #   (c) mwer-adam  k2's mwer_loss on the re-scored lattices + Adam
 #   (d) ctc-adam   the baseline trained on with CTC + Adam
 #   (e) mmi-adam   lattice MMI (reference CTC graph against the re-scored lattice) + Adam
+#   mmi-hf: lattice MMI + Hessian-free, which tells the optimizer's share from the objective's
 # Every method runs once per --seeds seed (held-out set, batch draws, sampled paths, Adam's
 # order), into <out-dir>/<method>-seed<k>; a complete run is skipped, so the benchmark resumes
 # one method and seed at a time. Each best model (by dev WER) is decoded like stage 4. Outputs:
@@ -34,11 +35,12 @@ corpus=synth                  # the manifests' corpus name (an4 for egs/an4); al
 recogs_dir=                   # default: results/finetune-bench-<corpus> in the repository
 time_budget=600               # seconds of optimization per method (evaluation excluded)
 eval_interval=30              # dev WER at least every this many seconds of optimization
-grad_fraction=0.25            # rl-hf: share of the training lattices in each gradient
-curvature_fraction=0.1        # rl-hf: share of the gradient's utterances in the curvature sample
-heldout_utts=150              # rl-hf: training utterances held out for rho and the line search
-init_damping=0.01             # rl-hf: initial Levenberg-Marquardt lambda
-cg_max_iters=12               # rl-hf: most CG iterations per HF iteration
+grad_fraction=0.25            # *-hf: share of the training lattices in each gradient
+curvature_fraction=0.1        # *-hf: share of the gradient's utterances in the curvature sample
+heldout_utts=150              # *-hf: training utterances held out for rho and the line search
+init_damping=0.01             # *-hf: initial Levenberg-Marquardt lambda
+cg_max_iters=12               # *-hf: most CG iterations per HF iteration
+rho_data=heldout              # *-hf: the data of rho, which sets the damping (heldout or gradient)
 lr=0.0001                     # Adam learning rate (all Adam methods)
 kappa=1.0                     # acoustic scale of the lattice objectives (all but ctc-adam; Kaldi's --acwt)
 time_masks=false              # SpecAugment's time masks on the training batches, as stage 3 (all methods)
@@ -75,7 +77,7 @@ for method in $methods; do
       --optimizer "$optimizer" --reward "$method_reward" --time-budget "$time_budget" --max-iters 1000000 \
       --eval-every 1000000 --eval-interval "$eval_interval" --grad-fraction "$grad_fraction" --lr "$lr" \
       --curvature-fraction "$curvature_fraction" --heldout-utts "$heldout_utts" --hf-init-damping "$init_damping" \
-      --hf-cg-max-iters "$cg_max_iters" --batch-frames "$batch_frames" --kappa "$kappa" --time-masks "$time_masks" \
+      --hf-cg-max-iters "$cg_max_iters" --hf-rho-data "$rho_data" --batch-frames "$batch_frames" --kappa "$kappa" --time-masks "$time_masks" \
       --seed "$seed" --out-dir "$run_dir" --force "$force" "$lang_dir" "$data_dir/fbank" "$exp_dir" > /dev/null
     run_dirs+=("$run_dir")
   done

@@ -162,7 +162,8 @@ def cost_table(runs: dict[str, tuple[dict, dict]]) -> str:
     """Markdown: what an HF iteration costs, in seconds and in Adam updates (the mean seconds per
     update of the Adam runs, whose batches are the same size), broken down into its parts
     (setup: the curvature operators' forward passes; gradient; curvature products; held-out
-    evaluations), with the calls of each. Empty without both kinds of run."""
+    evaluations; gradient_value: the objective on the gradient's batches for rho, with
+    --hf-rho-data gradient), with the calls of each. Empty without both kinds of run."""
     adam = [p["seconds"] / p["iteration"] for p, _ in runs.values() if p["options"].get("optimizer") == "adam"
             and p["iteration"] > 0]
     hf = {name: [s for s in p["steps"] if "breakdown" in s] for name, (p, _) in runs.items()
@@ -171,14 +172,15 @@ def cost_table(runs: dict[str, tuple[dict, dict]]) -> str:
     if not adam or not hf:
         return ""
     update = statistics.mean(adam)
-    parts = ("setup", "gradient", "curvature", "heldout")
+    parts = ("setup", "gradient", "curvature", "heldout", "gradient_value")
+    none = {"seconds": 0.0, "calls": 0}  # a part older runs did not time
     lines = [f"One Adam update: {update:.2f} s (mean over {len(adam)} Adam run(s)).", "",
              "| HF run | iterations | s per iteration | Adam updates per iteration | "
              + " | ".join(f"{part} s (calls)" for part in parts) + " |", "|" + "---|" * (4 + len(parts))]
     for name, steps in hf.items():
-        seconds = statistics.mean(sum(s["breakdown"][part]["seconds"] for part in parts) for s in steps)
-        cells = [f"{statistics.mean(s['breakdown'][part]['seconds'] for s in steps):.2f} "
-                 f"({statistics.mean(s['breakdown'][part]['calls'] for s in steps):.1f})" for part in parts]
+        seconds = statistics.mean(sum(s["breakdown"].get(part, none)["seconds"] for part in parts) for s in steps)
+        cells = [f"{statistics.mean(s['breakdown'].get(part, none)['seconds'] for s in steps):.2f} "
+                 f"({statistics.mean(s['breakdown'].get(part, none)['calls'] for s in steps):.1f})" for part in parts]
         lines.append(f"| {name} | {len(steps)} | {seconds:.2f} | {seconds / update:.1f} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -27,6 +27,9 @@ from rlhf.rl.values import REWARD_MODES
 from rlhf.stage import StageMarker, atomic_output, file_digest, save_torch
 
 OPTIMIZERS = ("hf", "adam")
+# Hessian-free compares held-out values of one deterministic function of theta: k2's mwer_loss
+# draws its paths anew on every call, and ctc is the train-on control.
+HF_OBJECTIVES = ("rl", "mmi")
 
 
 @dataclass
@@ -37,7 +40,7 @@ class FinetuneConfig:
                 "mwer (k2's mwer_loss on the re-scored lattices), mmi (lattice MMI: the reference's CTC graph against "
                 "the re-scored lattice) or ctc (the baseline's CTC loss)"})
     optimizer: str = field(default="hf", metadata={
-        "choices": OPTIMIZERS, "help": "hf (Hessian-free; the rl objective only) or adam"})
+        "choices": OPTIMIZERS, "help": "hf (Hessian-free; the rl and mmi objectives) or adam"})
     reward: str = field(default="frame", metadata={
         "choices": REWARD_MODES,
         "help": "the stage-6 values of the rl objective: frame (agreement with the forced alignment; loss per "
@@ -85,8 +88,9 @@ class FinetuneConfig:
                                      ("--curvature", self.curvature, CURVATURES)):
             if value not in allowed:
                 raise ValueError(f"unknown {name} {value!r}; choose from {', '.join(allowed)}")
-        if self.optimizer == "hf" and self.objective != "rl":
-            raise ValueError("--optimizer hf runs the rl objective only (the controls use adam)")
+        if self.optimizer == "hf" and self.objective not in HF_OBJECTIVES:
+            raise ValueError(f"--optimizer hf runs the {' and '.join(HF_OBJECTIVES)} objectives, not "
+                             f"{self.objective!r} (use --optimizer adam)")
         if self.trainable != "all" and not (self.trainable.startswith("top-") and self.trainable[4:].isdigit()
                                             and int(self.trainable[4:]) >= 1):
             raise ValueError(f"--trainable must be 'all' or 'top-K' with K >= 1, got {self.trainable!r}")
@@ -281,7 +285,7 @@ class Finetuner:
         curvature = [obj.curvature_operator(self.augmented(self.data.batch(b).to(obj.device), it, "curvature", k))
                      for k, b in ctx.shard(list(enumerate(curvature_ids)))]
         heldout_ids = [-1 - i for i in range(len(self.heldout_batches))]
-        if c.reward == "edit":  # this iteration's paths for the held-out batches, drawn at theta
+        if c.objective == "rl" and c.reward == "edit":  # this iteration's held-out paths, drawn at theta
             with torch.no_grad():
                 for b, i in zip(ctx.shard(self.heldout_batches), ctx.shard(heldout_ids)):
                     log_probs, _, index = obj.forward(b)
@@ -304,10 +308,15 @@ class Finetuner:
         def heldout_fn() -> float:
             return obj.value(self.heldout_batches, heldout_ids)
 
-        info = self.optimizer.step(gradient_fn, curvature_fn, heldout_fn)
+        @Timed
+        def gradient_value_fn() -> float:  # rho on the gradient's batches (--hf-rho-data gradient)
+            return obj.value(grad_batches, ids)
+
+        info = self.optimizer.step(gradient_fn, curvature_fn, heldout_fn, gradient_value_fn)
         breakdown = {"setup": {"seconds": setup_seconds, "calls": 1}}
         breakdown.update({name: {"seconds": fn.seconds, "calls": fn.calls} for name, fn in
-                          (("gradient", gradient_fn), ("curvature", curvature_fn), ("heldout", heldout_fn))})
+                          (("gradient", gradient_fn), ("curvature", curvature_fn), ("heldout", heldout_fn),
+                           ("gradient_value", gradient_value_fn))})
         self.progress.steps.append({**asdict(info), "seconds_total": self.progress.seconds + info.seconds,
                                     "grad_utts": len(grad_utts), "curvature_utts": len(curvature_utts),
                                     "breakdown": breakdown})

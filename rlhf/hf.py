@@ -28,6 +28,7 @@ from torch.nn.utils.stateless import functional_call
 logger = logging.getLogger(__name__)
 
 GradientFn = Callable[[], tuple[float, Tensor, Optional[Tensor]]]
+RHO_DATA = ("heldout", "gradient")
 CurvatureFn = Callable[[Tensor], Tensor]
 HeldoutFn = Callable[[], float]
 
@@ -231,6 +232,15 @@ class HessianFreeConfig:
     precond_exponent: float = field(default=0.75, metadata={
         "help": "exponent of the diagonal CG preconditioner (mean squared per-batch gradient + lambda)^exponent"})
     use_preconditioner: bool = field(default=True, metadata={"help": "precondition CG with that diagonal"})
+    rho_data: str = field(default="heldout", metadata={
+        "choices": RHO_DATA,
+        "help": "the data of rho, which sets the damping: heldout (the held-out batches; a quadratic model that "
+                "does not generalize raises lambda) or gradient (the gradient's own batches, one more forward "
+                "pass; Martens' choice: lambda then tracks only how well the quadratic fits)"})
+
+    def __post_init__(self) -> None:
+        if self.rho_data not in RHO_DATA:
+            raise ValueError(f"unknown --hf-rho-data {self.rho_data!r}; choose from {', '.join(RHO_DATA)}")
 
 
 @dataclass
@@ -280,25 +290,30 @@ class HessianFree:
         self.iteration = int(state["iteration"])
         self.direction = None if state["direction"] is None else state["direction"].clone()
 
-    def _heldout_at(self, heldout_fn: HeldoutFn, point: Tensor) -> float:
-        """Move the parameters to ``point`` and evaluate the held-out objective there."""
+    def _heldout_at(self, heldout_fn: HeldoutFn, point: Tensor, what: str = "held-out objective") -> float:
+        """Move the parameters to ``point`` and evaluate the held-out objective (or ``what``) there."""
         _assign(self.params, point)
         value = float(heldout_fn())
         if not math.isfinite(value):
-            raise _fail("held-out objective")
+            raise _fail(what)
         return value
 
-    def step(self, gradient_fn: GradientFn, curvature_fn: CurvatureFn, heldout_fn: HeldoutFn) -> StepInfo:
+    def step(self, gradient_fn: GradientFn, curvature_fn: CurvatureFn, heldout_fn: HeldoutFn,
+             gradient_value_fn: Optional[HeldoutFn] = None) -> StepInfo:
         """One HF iteration; on any error the parameters are restored to their values at the start.
 
         ``gradient_fn() -> (f, g, sq or None)`` on the gradient batch; ``curvature_fn(v) -> G v``
         (undamped, at the step's starting point, on the curvature batch); ``heldout_fn() -> float``
-        at the current parameter values. The objective is minimized.
+        at the current parameter values; ``gradient_value_fn() -> float``, the objective on the
+        gradient batch at the current values (needed for ``rho_data="gradient"``). The objective
+        is minimized.
         """
+        if self.config.rho_data == "gradient" and gradient_value_fn is None:
+            raise ValueError("rho_data='gradient' needs gradient_value_fn")
         start = time.perf_counter()
         theta = parameters_to_vector(self.params).detach().clone()
         try:
-            return self._step(theta, start, gradient_fn, curvature_fn, heldout_fn)
+            return self._step(theta, start, gradient_fn, curvature_fn, heldout_fn, gradient_value_fn)
         except BaseException:
             _assign(self.params, theta)
             raise
@@ -351,7 +366,7 @@ class HessianFree:
         return 0.0, h0
 
     def _step(self, theta: Tensor, start: float, gradient_fn: GradientFn, curvature_fn: CurvatureFn,
-              heldout_fn: HeldoutFn) -> StepInfo:
+              heldout_fn: HeldoutFn, gradient_value_fn: Optional[HeldoutFn]) -> StepInfo:
         cfg, lam = self.config, self.damping
         loss, g, precond = self._gradient(gradient_fn, theta)
         h0 = self._heldout_at(heldout_fn, theta)
@@ -370,7 +385,11 @@ class HessianFree:
         # rho with the undamped model, reusing CG's phi (no extra curvature product):
         # q(d) - q(0) = g^T d + 0.5 d^T G d = phi(d) - 0.5 lambda ||d||^2.
         predicted = cg.phis[backtrack_iter] - 0.5 * lam * torch.dot(d, d).item()
-        rho = (h_full - h0) / predicted if predicted < 0 else -math.inf
+        if cfg.rho_data == "gradient":
+            actual = self._heldout_at(gradient_value_fn, theta + d, "objective on the gradient batch") - loss
+        else:
+            actual = h_full - h0
+        rho = actual / predicted if predicted < 0 else -math.inf
 
         alpha, after = self._line_search(heldout_fn, theta, d, torch.dot(g, d).item(), h0, h_full)
         accepted = alpha > 0

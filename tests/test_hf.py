@@ -374,6 +374,26 @@ def test_damping_falls_when_the_model_is_exact_and_stays_in_between():
     assert opt.step(problem.gradient_fn, problem.curvature_fn, problem.heldout_fn).next_damping == 1e-6
 
 
+def test_rho_on_the_gradient_batch_ignores_a_heldout_set_the_model_does_not_fit():
+    # Held-out improves by a tenth of the prediction: rho on held-out data raises the damping,
+    # rho on the gradient's own batch (the quadratic is exact there) lowers it.
+    def run(rho_data):
+        problem = Quadratic(seed=5)
+        opt = HessianFree([problem.x], HessianFreeConfig(init_damping=1.0, rho_data=rho_data))
+        return opt.step(problem.gradient_fn, problem.curvature_fn, lambda: 0.1 * problem.heldout_fn(),
+                        problem.heldout_fn)
+
+    on_heldout, on_gradient = run("heldout"), run("gradient")
+    assert on_heldout.rho == pytest.approx(0.1, abs=1e-9) and on_heldout.next_damping == 1.5
+    assert on_gradient.rho == pytest.approx(1.0, abs=1e-9) and on_gradient.next_damping == 1.0 * (2 / 3)
+    assert on_heldout.accepted and on_gradient.accepted  # held-out still decides what is kept
+    with pytest.raises(ValueError, match="gradient_value_fn"):
+        HessianFree([Quadratic().x], HessianFreeConfig(rho_data="gradient")).step(
+            Quadratic().gradient_fn, Quadratic().curvature_fn, Quadratic().heldout_fn)
+    with pytest.raises(ValueError, match="--hf-rho-data"):
+        HessianFreeConfig(rho_data="curvature")
+
+
 def test_a_saved_direction_of_another_size_is_not_a_warm_start():
     problem = Quadratic(seed=13)
     opt = HessianFree([problem.x], HessianFreeConfig(use_preconditioner=False))
