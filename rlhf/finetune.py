@@ -49,7 +49,8 @@ class FinetuneConfig:
         "help": "the acoustic scale (Kaldi's --acwt): re-scored arc weight = kappa * log p(label | frame) + "
                 "graph score"})
     ctc_weight: float = field(default=0.0, metadata={
-        "help": "weight of the CTC loss added to the rl objective as a regularizer (0: none)"})
+        "help": "weight of the CTC loss added to a lattice objective (rl, mwer, mmi) as a regularizer that keeps "
+                "ctc-greedy decoding in step (0: none)"})
     curvature: str = field(default="softmax", metadata={
         "choices": CURVATURES,
         "help": "hf's output curvature in G v: softmax (per-frame Fisher of the network's output) or occupancy "

@@ -146,6 +146,28 @@ def test_curvature_products_are_positive_semidefinite_on_the_real_objective(tiny
     torch.testing.assert_close(product(2 * u + v), 2 * product(u) + product(v))
 
 
+@pytest.mark.parametrize("objective", ["rl", "mmi", "mwer"])
+def test_ctc_weight_adds_the_ctc_loss_to_every_lattice_objective(tiny_recipe, objective):
+    lang_dir = tiny_recipe.data_dir / "lang_bpe_50"
+    model = average_checkpoints(tiny_recipe.model_dir, 2, 2)
+    data = load_split_lattices(tiny_recipe.model_dir / "lattices", "train", "frame",
+                               tiny_recipe.data_dir / "fbank" / "synth_cuts_train.jsonl.gz", model_digest(model),
+                               file_digest(lang_dir / "tokens.txt"))
+    compiler = CtcGraphCompiler(Tokenizer(lang_dir))
+    batch = data.batch(range(min(6, data.num_utts)))
+
+    def loss(ctc_weight):
+        torch.manual_seed(0)  # mwer_loss samples its paths
+        config = FinetuneConfig(objective=objective, optimizer="adam", ctc_weight=ctc_weight)
+        return float(SequenceObjective(model, list(model.parameters()), config, compiler,
+                                       torch.device("cpu")).batch_loss(batch, 0))
+
+    log_probs, lengths = model.eval()(batch.features, batch.num_input_frames)  # as the objective runs it
+    ctc = float(ctc_loss(log_probs, lengths, batch.texts, compiler).sum())
+    assert ctc > 0
+    assert loss(0.5) - loss(0.0) == pytest.approx(0.5 * ctc, rel=1e-4)
+
+
 def collapsed_labels(path: k2.Fsa) -> list[int]:
     """The CTC-collapsed token sequence of a linear path (repeats merged, blanks and -1 dropped)."""
     labels = path.labels.tolist()

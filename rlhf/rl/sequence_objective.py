@@ -109,17 +109,17 @@ class SequenceObjective:
             return ctc_loss(log_probs, lengths, batch.texts, self.compiler).sum()
         weights = self.arc_weights(log_probs, index, batch)
         if c.objective == "mwer":
-            return k2.mwer_loss(rescored_lattice(batch, weights), batch.references, num_paths=c.num_paths,
+            loss = k2.mwer_loss(rescored_lattice(batch, weights), batch.references, num_paths=c.num_paths,
                                 reduction="sum")
-        if c.objective == "mmi":
-            return mmi_loss(batch, weights, self.compiler).sum()
-        if c.reward == "frame":
-            gain = expected_advantage(weights, batch.mdp, batch.advantage)
+        elif c.objective == "mmi":
+            loss = mmi_loss(batch, weights, self.compiler).sum()
+        elif c.reward == "frame":
+            loss = -expected_advantage(weights, batch.mdp, batch.advantage).sum().to(log_probs.dtype)
         else:
             if sample_paths_now or batch_id not in self.paths:
                 self.paths[batch_id] = self.draw_paths(batch, weights, iteration, batch_id)
             gain = expected_path_advantage(weights, self.paths[batch_id], batch.start_value, batch.size)
-        loss = -gain.sum().to(log_probs.dtype)
+            loss = -gain.sum().to(log_probs.dtype)
         if c.ctc_weight > 0:
             # normalized like the rest (per frame or word), so ctc_weight is a share of the loss
             loss = loss + c.ctc_weight * ctc_loss(log_probs, lengths, batch.texts, self.compiler).sum()
