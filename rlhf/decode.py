@@ -353,13 +353,18 @@ def decode(lang_dir: Path, fbank_dir: Path, exp_dir: Path, corpus: str, splits: 
 
 def sweep_lm_scales(lang_dir: Path, fbank_dir: Path, exp_dir: Path, corpus: str, split: str, epoch: int, avg: int,
                     lm_scales: Sequence[float], config: LatticeConfig, max_duration: float,
-                    device_name: str = "auto") -> dict[float, WerStats]:
+                    device_name: str = "auto", checkpoint: Optional[Path] = None,
+                    blank_penalty: float = 0.0) -> dict[float, WerStats]:
     """HLG 1-best WER of one split at each LM scale (the network runs once; each scale is its own
     lattice search, since the scale also decides what the beams prune). For choosing --lm-scale
-    on dev, as Kaldi's scoring scripts sweep the LM weight."""
+    on dev, as Kaldi's scoring scripts sweep the LM weight per system. The model is ``--epoch``/
+    ``--avg`` of ``exp_dir`` or one ``checkpoint`` file (a fine-tuned best.pt, whose sharper
+    outputs may want another scale than the baseline's). ``blank_penalty`` is subtracted from
+    the blank's log-probability first (icefall's --blank-penalty): a calibration of deletions
+    against insertions that no LM scale gives."""
     device = pick_device(device_name)
     tokenizer = Tokenizer(lang_dir)
-    model = average_checkpoints(exp_dir, epoch, avg).to(device).eval()
+    model = (load_model(checkpoint) if checkpoint else average_checkpoints(exp_dir, epoch, avg)).to(device).eval()
     tokenizer.check_model_outputs(model.config.vocab_size)
     hlg, word_table = load_graph(lang_dir / "HLG.pt", device), read_symbols(lang_dir / "words.txt")
     id_to_word = {i: w for w, i in word_table.items()}
@@ -368,7 +373,9 @@ def sweep_lm_scales(lang_dir: Path, fbank_dir: Path, exp_dir: Path, corpus: str,
         for batch in make_dataloader(load_cuts(manifest_path(fbank_dir, corpus, "cuts", split)), max_duration,
                                      shuffle=False):
             features, num_frames, texts, cut_ids = batch_inputs(batch, device)
-            outputs.append((*model(features, num_frames), texts, cut_ids))
+            log_probs, lengths = model(features, num_frames)
+            log_probs[..., 0] -= blank_penalty
+            outputs.append((log_probs, lengths, texts, cut_ids))
     stats = {}
     for scale in distributed.progress_bar(lm_scales, desc="LM scales", unit="scale"):
         graph = search_graph(tokenizer, device, hlg, scale)

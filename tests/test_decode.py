@@ -94,6 +94,18 @@ def test_lm_scale_sweep_reproduces_stage_4_at_its_scale(tiny_recipe):
     stage4 = json.loads((model_dir / "results-epoch-2-avg-2.json").read_text())["rows"]["hlg-1best"]["dev"]
     assert stats[0.5].summary_line() == stage4["summary"]
     assert set(stats) == {0.5, 2.0}
+    # one checkpoint file (stage 7's best.pt, say) instead of --epoch/--avg: epoch 2 alone here
+    alone = sweep_lm_scales(data / "lang_bpe_50", data / "fbank", model_dir, "synth", "dev", 2, 1, [0.5],
+                            LatticeConfig(max_active_states=1000), max_duration=200.0, device_name="cpu")
+    from_file = sweep_lm_scales(data / "lang_bpe_50", data / "fbank", model_dir, "synth", "dev", None, None, [0.5],
+                                LatticeConfig(max_active_states=1000), max_duration=200.0, device_name="cpu",
+                                checkpoint=model_dir / "epoch-2.pt")
+    assert from_file[0.5].summary_line() == alone[0.5].summary_line()
+    # a blank penalty makes the blank dearer: fewer deletions (the tiny model deletes nearly every word)
+    penalized = sweep_lm_scales(data / "lang_bpe_50", data / "fbank", model_dir, "synth", "dev", 2, 1, [0.5],
+                                LatticeConfig(max_active_states=1000), max_duration=200.0, device_name="cpu",
+                                blank_penalty=5.0)[0.5]
+    assert penalized.num_del < alone[0.5].num_del
 
 
 def test_negative_lm_scale_is_refused_in_one_line(tmp_path):
