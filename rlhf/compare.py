@@ -173,14 +173,17 @@ def cost_table(runs: dict[str, tuple[dict, dict]]) -> str:
         return ""
     update = statistics.mean(adam)
     parts = ("setup", "gradient", "curvature", "heldout", "gradient_value")
-    none = {"seconds": 0.0, "calls": 0}  # a part older runs did not time
+
+    def timing(step: dict, part: str) -> dict:  # a part older runs did not time counts as none
+        return step["breakdown"].get(part, {"seconds": 0.0, "calls": 0})
+
     lines = [f"One Adam update: {update:.2f} s (mean over {len(adam)} Adam run(s)).", "",
              "| HF run | iterations | s per iteration | Adam updates per iteration | "
              + " | ".join(f"{part} s (calls)" for part in parts) + " |", "|" + "---|" * (4 + len(parts))]
     for name, steps in hf.items():
-        seconds = statistics.mean(sum(s["breakdown"].get(part, none)["seconds"] for part in parts) for s in steps)
-        cells = [f"{statistics.mean(s['breakdown'].get(part, none)['seconds'] for s in steps):.2f} "
-                 f"({statistics.mean(s['breakdown'].get(part, none)['calls'] for s in steps):.1f})" for part in parts]
+        seconds = statistics.mean(sum(timing(s, part)["seconds"] for part in parts) for s in steps)
+        cells = [f"{statistics.mean(timing(s, part)['seconds'] for s in steps):.2f} "
+                 f"({statistics.mean(timing(s, part)['calls'] for s in steps):.1f})" for part in parts]
         lines.append(f"| {name} | {len(steps)} | {seconds:.2f} | {seconds / update:.1f} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

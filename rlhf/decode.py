@@ -298,6 +298,11 @@ def results_table(rows: dict[str, dict[str, dict]], splits: Sequence[str], suffi
     return "\n".join(lines) + "\n"
 
 
+def decoding_model(exp_dir: Path, epoch: int, avg: int, checkpoint: Optional[Path] = None) -> CtcModel:
+    """The model to decode: one ``checkpoint`` file (a fine-tuned best.pt), else ``--epoch``/``--avg`` of ``exp_dir``."""
+    return load_model(checkpoint) if checkpoint else average_checkpoints(exp_dir, epoch, avg)
+
+
 def decode(lang_dir: Path, fbank_dir: Path, exp_dir: Path, corpus: str, splits: Sequence[str], epoch: int, avg: int,
            methods: Sequence[str], config: LatticeConfig, max_duration: float, device_name: str = "auto",
            force: bool = False, checkpoint: Optional[Path] = None) -> Path:
@@ -327,7 +332,7 @@ def decode(lang_dir: Path, fbank_dir: Path, exp_dir: Path, corpus: str, splits: 
         return table_path
     device = pick_device(device_name)
     tokenizer = Tokenizer(lang_dir)
-    model = load_model(checkpoint) if checkpoint else average_checkpoints(exp_dir, epoch, avg)
+    model = decoding_model(exp_dir, epoch, avg, checkpoint)
     tokenizer.check_model_outputs(model.config.vocab_size)
     hlg = word_table = None
     if "hlg-1best" in methods:
@@ -364,7 +369,7 @@ def sweep_lm_scales(lang_dir: Path, fbank_dir: Path, exp_dir: Path, corpus: str,
     against insertions that no LM scale gives."""
     device = pick_device(device_name)
     tokenizer = Tokenizer(lang_dir)
-    model = (load_model(checkpoint) if checkpoint else average_checkpoints(exp_dir, epoch, avg)).to(device).eval()
+    model = decoding_model(exp_dir, epoch, avg, checkpoint).to(device).eval()
     tokenizer.check_model_outputs(model.config.vocab_size)
     hlg, word_table = load_graph(lang_dir / "HLG.pt", device), read_symbols(lang_dir / "words.txt")
     id_to_word = {i: w for w, i in word_table.items()}

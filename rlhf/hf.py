@@ -290,10 +290,10 @@ class HessianFree:
         self.iteration = int(state["iteration"])
         self.direction = None if state["direction"] is None else state["direction"].clone()
 
-    def _heldout_at(self, heldout_fn: HeldoutFn, point: Tensor, what: str = "held-out objective") -> float:
-        """Move the parameters to ``point`` and evaluate the held-out objective (or ``what``) there."""
+    def _value_at(self, value_fn: HeldoutFn, point: Tensor, what: str = "held-out objective") -> float:
+        """Move the parameters to ``point`` and evaluate ``value_fn`` (by default the held-out objective) there."""
         _assign(self.params, point)
-        value = float(heldout_fn())
+        value = float(value_fn())
         if not math.isfinite(value):
             raise _fail(what)
         return value
@@ -342,9 +342,9 @@ class HessianFree:
         Returns the index of the chosen iterate in ``iterates`` and its held-out value.
         """
         chosen = len(iterates) - 1
-        best = self._heldout_at(heldout_fn, theta + 1.0 * iterates[chosen][1])
+        best = self._value_at(heldout_fn, theta + 1.0 * iterates[chosen][1])
         for j in range(chosen - 1, -1, -1):
-            value = self._heldout_at(heldout_fn, theta + 1.0 * iterates[j][1])
+            value = self._value_at(heldout_fn, theta + 1.0 * iterates[j][1])
             if value >= best:
                 break
             best, chosen = value, j
@@ -360,7 +360,7 @@ class HessianFree:
         cfg = self.config
         for k in range(cfg.line_search_max_steps):
             alpha = cfg.line_search_shrink ** k
-            value = h_full if k == 0 else self._heldout_at(heldout_fn, theta + alpha * d)
+            value = h_full if k == 0 else self._value_at(heldout_fn, theta + alpha * d)
             if value <= h0 + cfg.armijo_c * alpha * slope and value <= h0:
                 return alpha, value
         return 0.0, h0
@@ -369,7 +369,7 @@ class HessianFree:
               heldout_fn: HeldoutFn, gradient_value_fn: Optional[HeldoutFn]) -> StepInfo:
         cfg, lam = self.config, self.damping
         loss, g, precond = self._gradient(gradient_fn, theta)
-        h0 = self._heldout_at(heldout_fn, theta)
+        h0 = self._value_at(heldout_fn, theta)
 
         def damped(v: Tensor) -> Tensor:
             return curvature_fn(v).detach().to(theta).reshape(-1) + lam * v
@@ -386,7 +386,7 @@ class HessianFree:
         # q(d) - q(0) = g^T d + 0.5 d^T G d = phi(d) - 0.5 lambda ||d||^2.
         predicted = cg.phis[backtrack_iter] - 0.5 * lam * torch.dot(d, d).item()
         if cfg.rho_data == "gradient":
-            actual = self._heldout_at(gradient_value_fn, theta + d, "objective on the gradient batch") - loss
+            actual = self._value_at(gradient_value_fn, theta + d, "objective on the gradient batch") - loss
         else:
             actual = h_full - h0
         rho = actual / predicted if predicted < 0 else -math.inf
