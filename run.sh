@@ -33,6 +33,7 @@ start_epoch=1                 # resume training from <exp_dir>/<model_name>/epoc
 max_duration=40               # seconds of audio per training batch (40 against 120: no CTC plateau, RESULTS.md)
 lr=0.002                      # peak Adam learning rate
 warmup_steps=500              # learning-rate warm-up (steps)
+lr_schedule=inv-sqrt          # after warm-up: inv-sqrt (1/sqrt(step)) or cosine (to 0 at --num-epochs)
 lr_epochs=0                   # also decay the learning rate with the epoch (icefall's Eden factor E; 0: off)
 encoder=tdnn                  # tdnn, or conformer (torchaudio's Conformer)
 hidden_dim=256                # encoder width
@@ -128,7 +129,7 @@ if run_stage 3; then
   require "$lang_dir/tokens.txt" 1 "$lang_dir/.prepare_lang.done.json"
   "$here/steps/train_ctc.sh" "${dist_opts[@]}" --num-epochs "$num_epochs" \
     --patience "$patience" --avg "$avg" --start-epoch "$start_epoch" \
-    --max-duration "$max_duration" --lr "$lr" --warmup-steps "$warmup_steps" --lr-epochs "$lr_epochs" \
+    --max-duration "$max_duration" --lr "$lr" --warmup-steps "$warmup_steps" --lr-schedule "$lr_schedule" --lr-epochs "$lr_epochs" \
     --encoder "$encoder" --hidden-dim "$hidden_dim" --num-layers "$num_layers" --num-heads "$num_heads" \
     --ffn-dim "$ffn_dim" --dropout "$dropout" --time-warp-factor "$time_warp_factor" --feature-masks "$feature_masks" \
     --seed "$train_seed" --device "$device" --force "$force" "$lang_dir" "$fbank_dir" "$model_dir"

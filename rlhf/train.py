@@ -49,7 +49,12 @@ class TrainConfig:
         "help": "seconds of audio per training batch (per process with --world-size N)"})
     lr: float = field(default=2e-3, metadata={"help": "peak Adam learning rate, reached after --warmup-steps"})
     warmup_steps: int = field(default=300, metadata={
-        "help": "optimizer steps of linear learning-rate warm-up; then the rate decays as 1/sqrt(step)"})
+        "help": "optimizer steps of linear learning-rate warm-up; then the rate follows --lr-schedule"})
+    lr_schedule: str = field(default="inv-sqrt", metadata={
+        "help": "the learning rate after warm-up: inv-sqrt decays as 1/sqrt(step) and never ends; cosine anneals "
+                "it to 0 at the end of --num-epochs, so the last epochs settle the weights (a cosine run cannot be "
+                "resumed with another --num-epochs)",
+        "choices": ("inv-sqrt", "cosine")})
     lr_epochs: float = field(default=0.0, metadata={
         "help": "also decay the learning rate with the epoch, by icefall's Eden factor ((e^2 + E^2) / E^2)^-0.25 "
                 "in epoch e (1 in the first epoch; E is this option; 0: no epoch decay)"})
@@ -114,6 +119,15 @@ def learning_rate_factor(step: int, warmup_steps: int) -> float:
     return min(step / warmup_steps, math.sqrt(warmup_steps / step))
 
 
+def cosine_factor(step: int, warmup_steps: int, total_steps: int) -> float:
+    """Linear warm-up to 1 over ``warmup_steps``, then half a cosine from 1 to 0 at ``total_steps``."""
+    step = max(step, 1)
+    if step < warmup_steps:
+        return step / warmup_steps
+    progress = min((step - warmup_steps) / max(total_steps - warmup_steps, 1), 1.0)
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
 def epoch_factor(epoch: int, lr_epochs: float) -> float:
     """icefall's Eden epoch factor, ((e^2 + E^2) / E^2)^-0.25 with e the epochs completed; 1 for E = 0."""
     if lr_epochs <= 0:
@@ -144,10 +158,23 @@ class Trainer:
             self.network = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
         self.optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
         self.epoch = 1  # set_epoch: the Eden epoch factor depends on it (--lr-epochs)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer,
-            lambda step: learning_rate_factor(step, config.warmup_steps) * epoch_factor(self.epoch, config.lr_epochs))
+        self.total_steps = 0  # set_total_steps: where a cosine schedule ends
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         self.step = 0
+
+    def _lr_factor(self, step: int) -> float:
+        if self.config.lr_schedule == "cosine":
+            factor = cosine_factor(step, self.config.warmup_steps, self.total_steps)
+        else:
+            factor = learning_rate_factor(step, self.config.warmup_steps)
+        return factor * epoch_factor(self.epoch, self.config.lr_epochs)
+
+    def set_total_steps(self, steps_per_epoch: int) -> None:
+        """The length of a cosine schedule: --num-epochs epochs of ``steps_per_epoch`` (this rank's
+        batches in an epoch; the mean over ranks, so that every rank has the same rate)."""
+        if self.ctx.enabled:
+            steps_per_epoch = round(distributed.sum_floats(steps_per_epoch)[0] / self.ctx.world_size)
+        self.total_steps = self.config.num_epochs * steps_per_epoch
 
     def set_epoch(self, epoch: int) -> None:
         """Start ``epoch``: the learning rate takes its Eden epoch factor (--lr-epochs) at once,
@@ -249,13 +276,17 @@ class Trainer:
 
 # Options that do not change what an epoch computes: a run may be resumed with other values
 # (e.g. more epochs than first planned).
+# A cosine schedule ends at --num-epochs, so there --num-epochs changes every epoch's rate.
 RESUMABLE_WITH_CHANGES = {"num_epochs", "patience", "select", "log_interval", "num_workers"}
 
 
 def check_resumable(path: Path, saved: dict, config: TrainConfig) -> None:
     """Refuse to resume from a checkpoint whose training options would change the result."""
+    resumable = RESUMABLE_WITH_CHANGES - ({"num_epochs"} if config.lr_schedule == "cosine" else set())
+    # An option newer than the checkpoint had its default then.
+    saved = {**vars(TrainConfig()), **saved}
     diffs = [f"--{k.replace('_', '-')}: checkpoint has {v!r}, options say {getattr(config, k)!r}"
-             for k, v in saved.items() if k not in RESUMABLE_WITH_CHANGES and getattr(config, k) != v]
+             for k, v in saved.items() if k not in resumable and getattr(config, k) != v]
     if diffs:
         raise ValueError(f"{path} was trained with other options ({'; '.join(diffs)}); resume with the same ones")
 
@@ -316,6 +347,9 @@ def train(lang_dir: Path, fbank_dir: Path, exp_dir: Path, corpus: str, model_con
                                    num_features=model_config.num_features, world_size=ctx.world_size, rank=ctx.rank)
     dev_loader = make_dataloader(dev_cuts, config.max_duration, shuffle=False, num_workers=config.num_workers,
                                  world_size=ctx.world_size, rank=ctx.rank)
+    if config.lr_schedule == "cosine":
+        train_loader.sampler.set_epoch(1)
+        trainer.set_total_steps(count_batches(train_loader))
     writer = (SummaryWriter(str(exp_dir / "tensorboard"), purge_step=trainer.step) if ctx.is_main
               else contextlib.nullcontext())
     with writer as tb:

@@ -14,7 +14,8 @@ from rlhf.ctc import CtcGraphCompiler, ctc_loss, greedy_search
 from rlhf.data import batch_inputs, load_cuts, make_dataloader
 from rlhf.lang.tokenizer import Tokenizer
 from rlhf.model import CtcModel, ModelConfig
-from rlhf.train import EpochStats, TrainConfig, Trainer, epoch_factor, learning_rate_factor, select_epoch, train
+from rlhf.train import (EpochStats, TrainConfig, Trainer, check_resumable, cosine_factor, epoch_factor, learning_rate_factor,
+                        select_epoch, train)
 
 TINY_MODEL = dict(hidden_dim=32, num_layers=2, subsampling_channels=8)
 
@@ -257,3 +258,27 @@ def test_eden_epoch_factor_decays_the_rate_from_the_second_epoch():
     assert epoch_factor(30, 2.0) < epoch_factor(10, 2.0) < epoch_factor(10, 4.0) < 1
     # The warm-up and step decay are unchanged by it.
     assert learning_rate_factor(50, 100) == 0.5 and learning_rate_factor(400, 100) == 0.5
+
+
+def test_cosine_factor_warms_up_then_anneals_to_zero_at_the_last_step():
+    assert cosine_factor(50, 100, 1100) == 0.5 and cosine_factor(100, 100, 1100) == 1.0
+    assert cosine_factor(600, 100, 1100) == pytest.approx(0.5)
+    assert cosine_factor(1100, 100, 1100) == pytest.approx(0.0) and cosine_factor(5000, 100, 1100) == pytest.approx(0.0)
+
+
+def test_cosine_run_ends_at_rate_zero_and_refuses_another_num_epochs(tiny_recipe, tmp_path):
+    lang, fbank = tiny_recipe.data_dir / "lang_bpe_50", tiny_recipe.data_dir / "fbank"
+    model_config = ModelConfig(vocab_size=50, **TINY_MODEL)
+    config = TrainConfig(num_epochs=2, max_duration=20, warmup_steps=2, lr=3e-3, lr_schedule="cosine")
+    exp = tmp_path / "exp"
+    train(lang, fbank, exp, "synth", model_config, config, device_name="cpu")
+    history = torch.load(checkpoint_path(exp, 2))["history"]
+    assert history[0]["lr"] > 1e-3 and history[1]["lr"] < 1e-5
+    # The schedule's end moves with --num-epochs, so resuming with another one would change epoch 2.
+    longer = TrainConfig(**{**vars(config), "num_epochs": 3})
+    with pytest.raises(ValueError, match=r"--num-epochs: checkpoint has 2, options say 3"):
+        train(lang, fbank, exp, "synth", model_config, longer, start_epoch=2, device_name="cpu")
+    # A checkpoint from before --lr-schedule existed was trained with inv-sqrt.
+    with pytest.raises(ValueError, match=r"--lr-schedule: checkpoint has 'inv-sqrt', options say 'cosine'"):
+        saved = {k: v for k, v in vars(TrainConfig()).items() if k != "lr_schedule"}
+        check_resumable(checkpoint_path(exp, 1), saved, TrainConfig(lr_schedule="cosine"))
