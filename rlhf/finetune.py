@@ -24,12 +24,15 @@ from rlhf.manifests import manifest_path
 from rlhf.model import CtcModel
 from rlhf.rl.sequence_objective import CURVATURES, OBJECTIVES, SequenceObjective
 from rlhf.rl.values import REWARD_MODES
-from rlhf.stage import StageMarker, atomic_output, file_digest, save_torch
+from rlhf.stage import StageMarker, atomic_output, file_digest, options_match, save_torch
 
 OPTIMIZERS = ("hf", "adam")
 # Hessian-free compares held-out values of one deterministic function of theta: k2's mwer_loss
 # draws its paths anew on every call, and ctc is the train-on control.
 HF_OBJECTIVES = ("rl", "mmi")
+# FinetuneConfig's options that only one optimizer reads (HessianFreeConfig's are all hf's).
+HF_ONLY_OPTIONS = ("grad_fraction", "curvature_fraction", "heldout_utts", "curvature")
+ADAM_ONLY_OPTIONS = ("lr",)
 
 
 @dataclass
@@ -105,9 +108,15 @@ class FinetuneConfig:
         """The default output directory name, e.g. rl-hf-frame, mwer-adam."""
         return f"{self.objective}-{self.optimizer}" + (f"-{self.reward}" if self.objective == "rl" else "")
 
+    def read_options(self) -> dict:
+        """The options this method reads: those of the other optimizer are left out, so that e.g.
+        another --grad-fraction does not redo a finished Adam run (the stage marker's options)."""
+        ignored = ADAM_ONLY_OPTIONS if self.optimizer == "hf" else HF_ONLY_OPTIONS
+        return {k: v for k, v in asdict(self).items() if k not in ignored}
+
     def run_options(self) -> dict:
         """Options that change the optimization path (not where or how long it stops)."""
-        return {k: v for k, v in asdict(self).items() if k not in ("max_iters", "time_budget")}
+        return {k: v for k, v in self.read_options().items() if k not in ("max_iters", "time_budget")}
 
 
 class Timed:
@@ -204,7 +213,7 @@ class Finetuner:
         if not path.is_file():
             return False
         state = torch.load(path, map_location="cpu")
-        if state.get("options") != self.config.run_options():
+        if not options_match(state.get("options"), self.config.run_options()):
             logging.warning("%s was written with other options; starting over", path)
             return False
         self.model.load_state_dict(state["model"])
@@ -382,8 +391,9 @@ def finetune(lang_dir: Path, fbank_dir: Path, exp_dir: Path, corpus: str, epoch:
     for path in inputs:
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found (checkpoints: stage 3, HLG.pt: stage 4, lattices: stage 5)")
-    options = {"epoch": epoch, "avg": avg, "finetune": asdict(config), "hf": asdict(hf_config),
-               "lattice": asdict(lattice_config)}
+    options = {"epoch": epoch, "avg": avg, "finetune": config.read_options(), "lattice": asdict(lattice_config)}
+    if config.optimizer == "hf":
+        options["hf"] = asdict(hf_config)
     # Stage 6's marker: the Q-values it records are read from the lattice directory, so values
     # redone (or being redone) by stage 6 redo (or stop) this step.
     marker = StageMarker(out_dir, "finetune", options, inputs + [lattice_dir / f".qlearn-{config.reward}.done.json"],

@@ -152,6 +152,14 @@ def _marker_step(path: Path) -> str:
     return match.group(1) if match else ""
 
 
+def options_match(recorded: Any, current: Any) -> bool:
+    """True when ``recorded`` has every option of ``current`` with the same value; options that only
+    ``recorded`` has (at any depth of nested dicts) are left out of the comparison."""
+    if isinstance(current, dict) and isinstance(recorded, dict):
+        return all(k in recorded and options_match(recorded[k], v) for k, v in current.items())
+    return recorded == current
+
+
 class StageMarker:
     """The completion marker ``<out_dir>/.<name>.done.json`` of one step.
 
@@ -191,7 +199,9 @@ class StageMarker:
             recorded = json.loads(self.path.read_text())
         except (OSError, json.JSONDecodeError):
             return False
-        if recorded != self.fingerprint:
+        if not (isinstance(recorded, dict) and recorded.keys() == self.fingerprint.keys()
+                and recorded["inputs"] == self.fingerprint["inputs"]
+                and options_match(recorded["options"], self.fingerprint["options"])):
             logging.info("%s: outputs exist but were made from other options or inputs; redoing", self.name)
             return False
         gone = [str(p) for p in self.outputs if not p.exists()]

@@ -1,6 +1,7 @@
 """Stage 7 on the tiny recipe: Hessian-free fine-tuning, its determinism and resume, the controls."""
 
 import json
+import logging
 from types import SimpleNamespace
 
 import k2
@@ -102,6 +103,30 @@ def test_hf_with_time_masks_is_deterministic_and_differs(tiny_recipe, tmp_path):
     a, b, c = (_state(tmp_path / d)["model"] for d in "abc")
     assert all(torch.equal(v, b[k]) for k, v in a.items())
     assert any(not torch.equal(v, c[k]) for k, v in a.items())
+
+
+def test_options_the_optimizer_ignores_do_not_redo_a_finished_run(tiny_recipe, tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    out = _run(tiny_recipe, tmp_path / "ctc-adam", objective="ctc", optimizer="adam")
+    marker = json.loads((out / ".finetune.done.json").read_text())["options"]
+    assert "hf" not in marker and "grad_fraction" not in marker["finetune"] and "lr" in marker["finetune"]
+    written = (out / "best.pt").stat().st_mtime_ns
+    # Hessian-free's options (its config, the gradient and curvature samples) are not Adam's.
+    caplog.clear()
+    _run(tiny_recipe, out, objective="ctc", optimizer="adam", grad_fraction=0.5, curvature="occupancy")
+    assert "already complete" in caplog.text and (out / "best.pt").stat().st_mtime_ns == written
+    # A marker written before the options were narrowed (it records them all) is still complete.
+    old = json.loads((out / ".finetune.done.json").read_text())
+    old["options"]["hf"] = {"cg_max_iters": 8}
+    old["options"]["finetune"]["grad_fraction"] = 0.9
+    (out / ".finetune.done.json").write_text(json.dumps(old))
+    caplog.clear()
+    _run(tiny_recipe, out, objective="ctc", optimizer="adam")
+    assert "already complete" in caplog.text
+    # Adam's own learning rate redoes it.
+    caplog.clear()
+    _run(tiny_recipe, out, objective="ctc", optimizer="adam", lr=3e-4)
+    assert "already complete" not in caplog.text and (out / "best.pt").stat().st_mtime_ns != written
 
 
 @pytest.mark.parametrize("objective,optimizer,reward", [

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from rlhf.stage import StageMarker, atomic_output
+from rlhf.stage import StageMarker, atomic_output, options_match
 
 KILLED_WRITER = """
 import sys, time
@@ -78,3 +78,11 @@ def test_marker_of_an_unfinished_upstream_step_stops_the_step(tmp_path):
     assert marker.skip_if_complete(force=False)
     out.rmdir()  # replaced by a redone upstream step: the marker no longer stands
     assert not marker.skip_if_complete(force=False)
+
+
+def test_options_match_ignores_only_what_the_marker_has_beyond_the_options():
+    recorded = {"a": 1, "sub": {"x": 2, "gone": 3}, "dropped": {"y": 1}}
+    assert options_match(recorded, {"a": 1, "sub": {"x": 2}})
+    assert not options_match(recorded, {"a": 1, "sub": {"x": 3}})
+    assert not options_match(recorded, {"a": 1, "sub": {"x": 2, "new": 0}})  # an option the marker lacks
+    assert not options_match(None, {"a": 1})
