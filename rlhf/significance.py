@@ -5,12 +5,17 @@ resample's WER difference (B - A) is recomputed from the per-utterance error and
 word counts; the 2.5% and 97.5% quantiles are the 95% interval of the difference, and the
 share of resamples in which B makes fewer errors is the "probability of improvement". A
 difference whose interval holds zero is not a result. Reads icefall's ``recogs-*.txt``.
+
+Utterances of one speaker are not independent: a change that helps or hurts a voice moves all
+of its utterances. Resampling whole speakers instead (``speakers``: a block bootstrap) gives the
+interval for new speakers, which is wider when the effect differs from voice to voice.
 """
 
 import ast
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -46,6 +51,7 @@ class PairedBootstrap:
     high: float
     prob_b_better: float          # share of resamples where B has fewer errors than A
     num_samples: int
+    num_speakers: int = 0         # the speakers resampled (0: utterances were resampled)
 
     @property
     def difference(self) -> float:
@@ -61,12 +67,29 @@ class PairedBootstrap:
         return (f"{name_b} vs {name_a}: WER {self.wer_b:.2f} vs {self.wer_a:.2f}, difference {self.difference:+.2f} "
                 f"({relative:+.1f}% relative), 95% interval [{self.low:+.2f}, {self.high:+.2f}], "
                 f"P({name_b} better) {self.prob_b_better:.3f}; {self.num_utts} utterances, {self.num_ref_words} words, "
-                f"{self.num_samples} resamples: {'significant' if self.significant else 'not significant'}")
+                f"{self.num_samples} resamples{f' of {self.num_speakers} speakers' if self.num_speakers else ''}: "
+                f"{'significant' if self.significant else 'not significant'}")
+
+
+def speakers_by_pattern(cuts: list[str], pattern: str) -> dict[str, str]:
+    """Each cut's speaker: the first group of ``pattern`` (a regular expression) in its id."""
+    regex = re.compile(pattern)
+    if regex.groups < 1:
+        raise ValueError(f"--speaker-pattern {pattern!r} has no group: put the speaker in parentheses, e.g. '^([^-]+)-'")
+    speakers = {}
+    for cut in cuts:
+        m = regex.search(cut)
+        if m is None or not m.group(1):
+            raise ValueError(f"--speaker-pattern {pattern!r} finds no speaker in cut id {cut!r}")
+        speakers[cut] = m.group(1)
+    return speakers
 
 
 def paired_bootstrap(a: dict[str, Utterance], b: dict[str, Utterance], num_samples: int = 10000,
-                     seed: int = 0) -> PairedBootstrap:
-    """Compare system B with system A on the utterances both decoded (the same cuts and references)."""
+                     seed: int = 0, speakers: Optional[dict[str, str]] = None) -> PairedBootstrap:
+    """Compare system B with system A on the utterances both decoded (the same cuts and references).
+
+    ``speakers`` (cut id -> speaker): resample speakers, each with all of its utterances."""
     if set(a) != set(b):
         only = sorted(set(a) ^ set(b))
         raise ValueError(f"the two systems decoded different utterances ({len(only)} in one only, e.g. {only[0]})")
@@ -81,13 +104,22 @@ def paired_bootstrap(a: dict[str, Utterance], b: dict[str, Utterance], num_sampl
         raise ValueError("the references hold no words")
     err_a = np.array(utterance_errors([a[c] for c in cuts]), dtype=np.int64)
     err_b = np.array(utterance_errors([b[c] for c in cuts]), dtype=np.int64)
+    units_words, units_diff = ref_words, err_b - err_a
+    num_speakers = 0
+    if speakers is not None:
+        # One unit per speaker: its words and error difference summed over its utterances.
+        names = sorted({speakers[c] for c in cuts})
+        index = np.array([names.index(speakers[c]) for c in cuts])
+        units_words = np.bincount(index, weights=ref_words, minlength=len(names))
+        units_diff = np.bincount(index, weights=err_b - err_a, minlength=len(names))
+        num_speakers = len(names)
     rng = np.random.default_rng(seed)
-    samples = rng.integers(0, len(cuts), size=(num_samples, len(cuts)))
-    words = ref_words[samples].sum(axis=1)
-    diff_errors = (err_b - err_a)[samples].sum(axis=1)
+    samples = rng.integers(0, len(units_words), size=(num_samples, len(units_words)))
+    words = units_words[samples].sum(axis=1)
+    diff_errors = units_diff[samples].sum(axis=1)
     diffs = 100.0 * diff_errors / np.maximum(words, 1)
     low, high = np.quantile(diffs, [0.025, 0.975])
     return PairedBootstrap(num_utts=len(cuts), num_ref_words=int(ref_words.sum()),
                            wer_a=100.0 * err_a.sum() / ref_words.sum(), wer_b=100.0 * err_b.sum() / ref_words.sum(),
                            low=float(low), high=float(high), prob_b_better=float((diff_errors < 0).mean()),
-                           num_samples=num_samples)
+                           num_samples=num_samples, num_speakers=num_speakers)

@@ -6,7 +6,7 @@ import pytest
 
 from rlhf.bin.compare_wer import main as compare_wer
 from rlhf.scoring import Utterance, compute_wer, write_recogs
-from rlhf.significance import paired_bootstrap, read_recogs
+from rlhf.significance import paired_bootstrap, read_recogs, speakers_by_pattern
 
 WORDS = "YES NO ONE TWO THREE FOUR FIVE".split()
 
@@ -69,3 +69,39 @@ def test_program_prints_the_comparison(tmp_path, capsys):
     assert out.startswith("tuned vs baseline: WER ") and "95% interval" in out
     with pytest.raises(SystemExit):
         compare_wer([str(tmp_path / "a.txt"), str(tmp_path / "missing.txt")])
+
+
+def _speakers(num_speakers: int, per_speaker: int, error_prob: float, seed: int, fixed: set) -> dict[str, Utterance]:
+    """Utterances <spk>-<n>; hypotheses of the speakers in ``fixed`` are all right."""
+    utts = _system(num_speakers * per_speaker, error_prob, seed)
+    out = {}
+    for i, u in enumerate(utts.values()):
+        spk = f"s{i // per_speaker}"
+        cut = f"{spk}-{i:03d}"
+        out[cut] = Utterance(cut, u.ref, list(u.ref) if spk in fixed else u.hyp)
+    return out
+
+
+def test_a_gain_on_one_speaker_is_significant_over_utterances_not_over_speakers():
+    a = _speakers(10, 30, 0.3, seed=3, fixed=set())
+    one = _speakers(10, 30, 0.3, seed=3, fixed={"s0"})
+    speakers = speakers_by_pattern(sorted(a), r"^([^-]+)-")
+    assert set(speakers.values()) == {f"s{i}" for i in range(10)}
+    assert paired_bootstrap(a, one, num_samples=2000).significant
+    by_speaker = paired_bootstrap(a, one, num_samples=2000, speakers=speakers)
+    assert by_speaker.num_speakers == 10 and by_speaker.difference < 0 and not by_speaker.significant
+    assert "of 10 speakers" in by_speaker.summary()
+    # A gain on every speaker holds for new speakers too.
+    every = _speakers(10, 30, 0.3, seed=3, fixed={f"s{i}" for i in range(10)})
+    assert paired_bootstrap(a, every, num_samples=2000, speakers=speakers).significant
+
+
+def test_speaker_pattern_must_name_a_speaker(tmp_path, capsys):
+    with pytest.raises(ValueError, match="no group"):
+        speakers_by_pattern(["s0-1"], r"^[^-]+-")
+    with pytest.raises(ValueError, match="finds no speaker in cut id 'utt1'"):
+        speakers_by_pattern(["utt1"], r"^([^-]+)-")
+    a = _speakers(4, 5, 0.3, seed=3, fixed=set())
+    write_recogs(tmp_path / "a.txt", list(a.values()))
+    compare_wer([str(tmp_path / "a.txt"), str(tmp_path / "a.txt"), "--speaker-pattern", "^([^-]+)-", "--num-samples", "200"])
+    assert "of 4 speakers" in capsys.readouterr().out

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Optional
 
 from rlhf.cli import HelpFormatter, run_step
-from rlhf.significance import paired_bootstrap, read_recogs
+from rlhf.significance import paired_bootstrap, read_recogs, speakers_by_pattern
 
 
 def main(argv: Optional[list[str]] = None) -> None:
@@ -22,6 +22,10 @@ def main(argv: Optional[list[str]] = None) -> None:
     p.add_argument("--name-b", default="B", help="system B's name in the printed line")
     p.add_argument("--num-samples", type=int, default=10000, help="bootstrap resamples of the utterances")
     p.add_argument("--seed", type=int, default=0, help="seed of the resampling")
+    p.add_argument("--speaker-pattern", default="",
+                   help="resample speakers, not utterances: a regular expression whose first group is the speaker "
+                        "in a cut id (default corpus: '^([^-]+)-'; AN4: '^[^-]+-([^-]+)-'); the interval then "
+                        "holds for new speakers")
     args = p.parse_args(argv)
 
     def step() -> None:
@@ -30,7 +34,9 @@ def main(argv: Optional[list[str]] = None) -> None:
                 raise FileNotFoundError(f"{path}: no such recogs file")
         if args.num_samples < 100:
             raise ValueError(f"--num-samples must be at least 100, got {args.num_samples}")
-        result = paired_bootstrap(read_recogs(args.recogs_a), read_recogs(args.recogs_b), args.num_samples, args.seed)
+        a, b = read_recogs(args.recogs_a), read_recogs(args.recogs_b)
+        speakers = speakers_by_pattern(sorted(a), args.speaker_pattern) if args.speaker_pattern else None
+        result = paired_bootstrap(a, b, args.num_samples, args.seed, speakers)
         print(result.summary(args.name_a, args.name_b))
 
     run_step(step)
