@@ -108,8 +108,8 @@ def paired_bootstrap(a: dict[str, Utterance], b: dict[str, Utterance], num_sampl
     num_speakers = 0
     if speakers is not None:
         # One unit per speaker: its words and error difference summed over its utterances.
-        names = sorted({speakers[c] for c in cuts})
-        index = np.array([names.index(speakers[c]) for c in cuts])
+        names = {name: i for i, name in enumerate(sorted({speakers[c] for c in cuts}))}
+        index = np.array([names[speakers[c]] for c in cuts])
         units_words = np.bincount(index, weights=ref_words, minlength=len(names))
         units_diff = np.bincount(index, weights=err_b - err_a, minlength=len(names))
         num_speakers = len(names)
