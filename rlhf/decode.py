@@ -299,7 +299,8 @@ def results_table(rows: dict[str, dict[str, dict]], splits: Sequence[str], suffi
 
 
 def decoding_model(exp_dir: Path, epoch: int, avg: int, checkpoint: Optional[Path] = None) -> CtcModel:
-    """The model to decode: one ``checkpoint`` file (a fine-tuned best.pt), else ``--epoch``/``--avg`` of ``exp_dir``."""
+    """The model to decode: one ``checkpoint`` file (a fine-tuned best.pt), else ``--epoch``/``--avg``
+    of ``exp_dir``."""
     return load_model(checkpoint) if checkpoint else average_checkpoints(exp_dir, epoch, avg)
 
 

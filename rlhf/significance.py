@@ -75,7 +75,8 @@ def speakers_by_pattern(cuts: list[str], pattern: str) -> dict[str, str]:
     """Each cut's speaker: the first group of ``pattern`` (a regular expression) in its id."""
     regex = re.compile(pattern)
     if regex.groups < 1:
-        raise ValueError(f"--speaker-pattern {pattern!r} has no group: put the speaker in parentheses, e.g. '^([^-]+)-'")
+        raise ValueError(f"--speaker-pattern {pattern!r} has no group: put the speaker in parentheses, "
+                         f"e.g. '^([^-]+)-'")
     speakers = {}
     for cut in cuts:
         m = regex.search(cut)

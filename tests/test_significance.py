@@ -103,5 +103,6 @@ def test_speaker_pattern_must_name_a_speaker(tmp_path, capsys):
         speakers_by_pattern(["utt1"], r"^([^-]+)-")
     a = _speakers(4, 5, 0.3, seed=3, fixed=set())
     write_recogs(tmp_path / "a.txt", list(a.values()))
-    compare_wer([str(tmp_path / "a.txt"), str(tmp_path / "a.txt"), "--speaker-pattern", "^([^-]+)-", "--num-samples", "200"])
+    compare_wer([str(tmp_path / "a.txt"), str(tmp_path / "a.txt"), "--speaker-pattern", "^([^-]+)-",
+                 "--num-samples", "200"])
     assert "of 4 speakers" in capsys.readouterr().out

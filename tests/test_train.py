@@ -14,8 +14,8 @@ from rlhf.ctc import CtcGraphCompiler, ctc_loss, greedy_search
 from rlhf.data import batch_inputs, load_cuts, make_dataloader
 from rlhf.lang.tokenizer import Tokenizer
 from rlhf.model import CtcModel, ModelConfig
-from rlhf.train import (EpochStats, TrainConfig, Trainer, check_resumable, cosine_factor, epoch_factor, learning_rate_factor,
-                        select_epoch, train)
+from rlhf.train import (EpochStats, TrainConfig, Trainer, check_resumable, cosine_factor, epoch_factor,
+                        learning_rate_factor, select_epoch, train)
 
 TINY_MODEL = dict(hidden_dim=32, num_layers=2, subsampling_channels=8)
 

@@ -20,7 +20,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     p.add_argument("recogs_b", type=Path, help="system B's recogs file (e.g. the fine-tuned model)")
     p.add_argument("--name-a", default="A", help="system A's name in the printed line")
     p.add_argument("--name-b", default="B", help="system B's name in the printed line")
-    p.add_argument("--num-samples", type=int, default=10000, help="bootstrap resamples (of the utterances, or of the speakers with --speaker-pattern)")
+    p.add_argument("--num-samples", type=int, default=10000,
+                   help="bootstrap resamples (of the utterances, or of the speakers with --speaker-pattern)")
     p.add_argument("--seed", type=int, default=0, help="seed of the resampling")
     p.add_argument("--speaker-pattern", default="",
                    help="resample speakers, not utterances: a regular expression whose first group is the speaker "
