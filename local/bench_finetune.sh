@@ -45,6 +45,7 @@ lr=0.0001                     # Adam learning rate (all Adam methods)
 ctc_weight=0.0                # CTC regularizer added to the lattice objectives (rl, mwer, mmi)
 kappa=1.0                     # acoustic scale of the lattice objectives (all but ctc-adam; Kaldi's --acwt)
 time_masks=false              # SpecAugment's time masks on the training batches, as stage 3 (all methods)
+regenerate_lattices=false     # decode each update's lattices anew with the current model (the lattice methods)
 batch_frames=12000            # padded output frames per batch (all methods)
 out_dir=                      # default: <exp_dir>/finetune-bench
 results_file=RESULTS.md       # append the table here ('' to skip)
@@ -68,6 +69,8 @@ run_dirs=()
 for method in $methods; do
   IFS=- read -r objective optimizer method_reward <<< "$method"
   method_reward=${method_reward:-$reward}
+  regenerate=$regenerate_lattices
+  [ "$objective" = ctc ] && regenerate=false   # ctc-adam reads no lattices
   # Stage 6 skips values that are complete for these lattices, and remakes those of lattices
   # stage 5 has made again since (a marker file alone would not tell).
   "$here/steps/qlearn.sh" --splits "train dev" --reward "$method_reward" "$exp_dir" > /dev/null
@@ -79,6 +82,7 @@ for method in $methods; do
       --eval-every 1000000 --eval-interval "$eval_interval" --grad-fraction "$grad_fraction" --lr "$lr" \
       --curvature-fraction "$curvature_fraction" --heldout-utts "$heldout_utts" --hf-init-damping "$init_damping" \
       --hf-cg-max-iters "$cg_max_iters" --hf-rho-data "$rho_data" --batch-frames "$batch_frames" --kappa "$kappa" --ctc-weight "$ctc_weight" --time-masks "$time_masks" \
+      --regenerate-lattices "$regenerate" \
       --seed "$seed" --out-dir "$run_dir" --force "$force" "$lang_dir" "$data_dir/fbank" "$exp_dir" > /dev/null
     run_dirs+=("$run_dir")
   done

@@ -22,6 +22,7 @@ from rlhf.lang.tokenizer import Tokenizer
 from rlhf.lattice_batches import LatticeBatch, SplitLattices, length_batches, load_split_lattices, time_masked
 from rlhf.manifests import manifest_path
 from rlhf.model import CtcModel
+from rlhf.regenerate_lattices import LatticeRegenerator, stage5_graph
 from rlhf.rl.sequence_objective import CURVATURES, OBJECTIVES, SequenceObjective
 from rlhf.rl.values import REWARD_MODES
 from rlhf.stage import StageMarker, atomic_output, file_digest, options_match, save_torch
@@ -33,6 +34,8 @@ HF_OBJECTIVES = ("rl", "mmi")
 # FinetuneConfig's options that only one optimizer reads (HessianFreeConfig's are all hf's).
 HF_ONLY_OPTIONS = ("grad_fraction", "curvature_fraction", "heldout_utts", "curvature")
 ADAM_ONLY_OPTIONS = ("lr",)
+# Options recorded only when on: runs made before they existed stay complete.
+RECORDED_WHEN_ON = ("regenerate_lattices",)
 
 
 @dataclass
@@ -84,6 +87,10 @@ class FinetuneConfig:
     seed: int = field(default=0, metadata={
         "help": "seed of the held-out set, the batch draws, the sampled paths and Adam's batch order"})
     max_utts: int = field(default=0, metadata={"help": "use only the first N training lattices (0: all)"})
+    regenerate_lattices: bool = field(default=False, metadata={
+        "help": "decode the lattices of every update's training batches (hf: and of its held-out batches) anew "
+                "with the current model, with stage 5's graph and beams, and redo their stage-6 values, instead "
+                "of using the baseline's stored ones; the decoding counts in the time budget (true/false)"})
 
     def check(self) -> None:
         for name, value, allowed in (("--objective", self.objective, OBJECTIVES),
@@ -102,6 +109,9 @@ class FinetuneConfig:
             raise ValueError("--grad-fraction and --curvature-fraction must be in (0, 1]")
         if self.max_iters < 0 or self.time_budget < 0 or self.eval_every < 1 or self.kappa <= 0:
             raise ValueError("--max-iters and --time-budget must be >= 0, --eval-every >= 1, --kappa > 0")
+        if self.regenerate_lattices and self.objective == "ctc":
+            raise ValueError("--regenerate-lattices is for the lattice objectives (rl, mwer, mmi); ctc reads no "
+                             "lattices")
 
     @property
     def name(self) -> str:
@@ -110,9 +120,11 @@ class FinetuneConfig:
 
     def read_options(self) -> dict:
         """The options this method reads: those of the other optimizer are left out, so that e.g.
-        another --grad-fraction does not redo a finished Adam run (the stage marker's options)."""
+        another --grad-fraction does not redo a finished Adam run (the stage marker's options), and
+        so is an option of RECORDED_WHEN_ON that is off."""
         ignored = ADAM_ONLY_OPTIONS if self.optimizer == "hf" else HF_ONLY_OPTIONS
-        return {k: v for k, v in asdict(self).items() if k not in ignored}
+        return {k: v for k, v in asdict(self).items()
+                if k not in ignored and not (k in RECORDED_WHEN_ON and not v)}
 
     def run_options(self) -> dict:
         """Options that change the optimization path (not where or how long it stops)."""
@@ -172,9 +184,11 @@ class Finetuner:
     """Runs one method (objective x optimizer) with evaluation, best model, state and resume."""
 
     def __init__(self, model: CtcModel, data: SplitLattices, config: FinetuneConfig, objective: SequenceObjective,
-                 evaluator: DevEvaluator, out_dir: Path, hf_config: HessianFreeConfig):
+                 evaluator: DevEvaluator, out_dir: Path, hf_config: HessianFreeConfig,
+                 regenerator: Optional[LatticeRegenerator] = None):
         self.model = model
         self.data = data
+        self.regenerator = regenerator
         self.config = config
         self.objective = objective
         self.evaluator = evaluator
@@ -285,23 +299,26 @@ class Finetuner:
         start = time.perf_counter()
         rng = random.Random(f"{c.seed}-{it}")
         ids = _subset(list(range(len(self.train_batches))), c.grad_fraction, rng)
-        grad_batches = [self.augmented(self.train_batches[i], it, i) for i in ids]
+        grad_batches = [self.augmented(self.lattices_now(self.train_batches[i]), it, i) for i in ids]
         grad_utts = [u for b in grad_batches for u in b.utts]
         curvature_utts = _subset(grad_utts, c.curvature_fraction, rng)
         # Each rank takes every world_size-th batch of gradient, curvature and held-out sets;
         # the sums are all-reduced, so CG and damping see the same numbers on every rank.
         ctx = distributed.context()
         curvature_ids = length_batches(self.data.shard.num_frames, curvature_utts, c.batch_frames)
-        curvature = [obj.curvature_operator(self.augmented(self.data.batch(b).to(obj.device), it, "curvature", k))
+        curvature = [obj.curvature_operator(self.augmented(self.lattices_now(self.data.batch(b).to(obj.device)),
+                                                           it, "curvature", k))
                      for k, b in ctx.shard(list(enumerate(curvature_ids)))]
-        heldout_ids = [-1 - i for i in range(len(self.heldout_batches))]
+        heldout_batches = [self.lattices_now(b) for b in self.heldout_batches]
+        heldout_ids = [-1 - i for i in range(len(heldout_batches))]
         if c.objective == "rl" and c.reward == "edit":  # this iteration's held-out paths, drawn at theta
             with torch.no_grad():
-                for b, i in zip(ctx.shard(self.heldout_batches), ctx.shard(heldout_ids)):
+                for b, i in zip(ctx.shard(heldout_batches), ctx.shard(heldout_ids)):
                     log_probs, _, index = obj.forward(b)
                     obj.paths[i] = obj.draw_paths(b, obj.arc_weights(log_probs, index, b), it, i)
 
-        setup_seconds = time.perf_counter() - start  # the curvature operators' forward passes, edit paths
+        # the new lattices (--regenerate-lattices), the curvature operators' forward passes, edit paths
+        setup_seconds = time.perf_counter() - start
 
         @Timed
         def gradient_fn():
@@ -316,7 +333,7 @@ class Finetuner:
 
         @Timed
         def heldout_fn() -> float:
-            return obj.value(self.heldout_batches, heldout_ids)
+            return obj.value(heldout_batches, heldout_ids)
 
         @Timed
         def gradient_value_fn() -> float:  # rho on the gradient's batches (--hf-rho-data gradient)
@@ -331,6 +348,10 @@ class Finetuner:
                                     "grad_utts": len(grad_utts), "curvature_utts": len(curvature_utts),
                                     "breakdown": breakdown})
         return info.heldout_after
+
+    def lattices_now(self, batch: LatticeBatch) -> LatticeBatch:
+        """``batch`` with the current model's lattices (--regenerate-lattices), or as stored."""
+        return self.regenerator(batch) if self.regenerator is not None else batch
 
     def augmented(self, batch: LatticeBatch, *key) -> LatticeBatch:
         """``batch`` with this ``key``'s time masks (--time-masks), or as it is."""
@@ -356,7 +377,7 @@ class Finetuner:
         c, obj, ctx = self.config, self.objective, distributed.context()
         ids = self.update_batches(self.progress.iteration)
         batch_id = ids[ctx.rank]
-        batch = self.augmented(self.train_batches[batch_id], self.progress.iteration, batch_id)
+        batch = self.augmented(self.lattices_now(self.train_batches[batch_id]), self.progress.iteration, batch_id)
         norm = obj.normalizer([self.train_batches[i] for i in ids])
         torch.manual_seed(c.seed * 1_000_003 + self.progress.iteration * ctx.world_size + ctx.rank)
         self.model.train(c.objective == "ctc")  # training on with CTC keeps the baseline's dropout
@@ -391,6 +412,9 @@ def finetune(lang_dir: Path, fbank_dir: Path, exp_dir: Path, corpus: str, epoch:
     for path in inputs:
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found (checkpoints: stage 3, HLG.pt: stage 4, lattices: stage 5)")
+    if config.regenerate_lattices:  # the graph that the new lattices are decoded with, stage 5's
+        graph = stage5_graph(json.loads((lattice_dir / "stats.json").read_text())["meta"], lang_dir)
+        inputs += [graph] if graph is not None else []
     options = {"epoch": epoch, "avg": avg, "finetune": config.read_options(), "lattice": asdict(lattice_config)}
     if config.optimizer == "hf":
         options["hf"] = asdict(hf_config)
@@ -418,7 +442,14 @@ def finetune(lang_dir: Path, fbank_dir: Path, exp_dir: Path, corpus: str, epoch:
                  sum(p.numel() for p in params), sum(p.numel() for p in model.parameters()), config.trainable)
     objective = SequenceObjective(model, params, config, CtcGraphCompiler(tokenizer, device), device)
     evaluator = DevEvaluator(model, tokenizer, lang_dir, dev_cuts, lattice_config, max_duration, device)
-    progress = Finetuner(model, data, config, objective, evaluator, out_dir, hf_config).run()
+    regenerator = (LatticeRegenerator.like_stage5(model, tokenizer, lang_dir, lattice_dir,
+                                                  config.reward if config.objective == "rl" else None,
+                                                  data.shard.cut_ids, device)
+                   if config.regenerate_lattices else None)
+    progress = Finetuner(model, data, config, objective, evaluator, out_dir, hf_config, regenerator).run()
+    if regenerator is not None:
+        logging.info("%s: %.0f s of the optimization decoded new lattices; %d utterances dropped (empty lattice)",
+                     config.name, regenerator.seconds, regenerator.num_dropped)
     logging.info("%s: best dev WER %.2f%% at iteration %d (start %.2f%%), %.0f s of optimization",
                  config.name, progress.best_wer, progress.best_iteration, progress.history[0]["dev_wer"],
                  progress.seconds)

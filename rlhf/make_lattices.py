@@ -100,9 +100,11 @@ class LatticeMaker:
         return [[self.word_ids.get(w, self.oov_id) for w in t.split()] for t in texts]
 
     @torch.no_grad()
-    def make(self, batch: dict) -> tuple[LatticeShard, LatticeStats]:
-        start = time.time()
-        features, num_frames, texts, cut_ids = batch_inputs(batch, self.device)
+    def lattices(self, features: torch.Tensor, num_frames: torch.Tensor, texts: list[str], cut_ids: list[str]
+                 ) -> tuple[LatticeShard, LatticeStats]:
+        """The lattices of one batch of utterances; the shard keeps those with a non-empty lattice and
+        an alignable reference, in the decoder's order (``cut_ids`` say which). The stats count the
+        utterances dropped, nothing else."""
         log_probs, lengths = self.model(features, num_frames)
         lattice, order = get_lattice(self.graph, log_probs, lengths, self.config)
         # The pruned search leaves arcs off every complete path (most of them): drop those.
@@ -122,18 +124,27 @@ class LatticeMaker:
                 keep_lattices.append(i)
                 keep_utts.append(u)
         lattice = k2.index_fsa(lattice, torch.tensor(keep_lattices, dtype=torch.int32, device=lattice.device))
-        lattice = lattice.to("cpu")
         lattice.scores = lattice.scores.detach()  # index_fsa keeps autograd history; shards store values only
         refs = self.references([texts[u] for u in keep_utts])
         shard = LatticeShard(lattice, [cut_ids[u] for u in keep_utts], [texts[u] for u in keep_utts], refs,
-                             [alignments[u].cpu() for u in keep_utts], [int(lengths[u]) for u in keep_utts], {})
-        if keep_utts:
-            hyps = get_texts(k2.shortest_path(lattice, use_double_scores=True))
+                             [alignments[u] for u in keep_utts], [int(lengths[u]) for u in keep_utts], {})
+        return shard, stats
+
+    @torch.no_grad()
+    def make(self, batch: dict) -> tuple[LatticeShard, LatticeStats]:
+        """Stage 5's lattices of a data-loader batch, on the CPU, with their oracle and 1-best errors."""
+        start = time.time()
+        shard, stats = self.lattices(*batch_inputs(batch, self.device))
+        shard.lattice = shard.lattice.to("cpu")
+        shard.alignments = [a.cpu() for a in shard.alignments]
+        refs = shard.references
+        if refs:
+            hyps = get_texts(k2.shortest_path(shard.lattice, use_double_scores=True))
             stats.onebest_errors = sum(edit_distance(h, r) for h, r in zip(hyps, refs))
-            stats.oracle_errors = int(oracle_errors(lattice, refs).sum())
-        stats.num_utts = len(keep_utts)
+            stats.oracle_errors = int(oracle_errors(shard.lattice, refs).sum())
+        stats.num_utts = len(refs)
         stats.num_frames = sum(shard.num_frames)
-        stats.num_arcs = lattice.num_arcs
+        stats.num_arcs = shard.lattice.num_arcs
         stats.ref_words = sum(len(r) for r in refs)
         stats.num_oov_words = sum(w == self.oov_id for r in refs for w in r)
         stats.seconds = time.time() - start

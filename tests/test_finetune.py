@@ -17,6 +17,7 @@ from rlhf.finetune import FinetuneConfig, finetune, trainable_parameters
 from rlhf.hf import HessianFreeConfig
 from rlhf.lang.tokenizer import Tokenizer
 from rlhf.lattice_batches import LatticeBatch, load_split_lattices, time_masked
+from rlhf.regenerate_lattices import LatticeRegenerator
 from rlhf.rl.sequence_objective import SequenceObjective, mmi_loss, numerator_lattice
 from rlhf.scoring import Utterance, write_recogs
 from rlhf.significance import read_recogs
@@ -239,6 +240,44 @@ def test_mmi_numerator_is_the_lattices_paths_of_the_reference():
         assert float(mmi_loss(batch, weights - 0.1 * grad, TokenCompiler())[0]) < float(loss[0])
 
 
+@pytest.mark.parametrize("reward", ["frame", "edit"])
+def test_lattices_regenerated_by_the_baseline_are_those_of_stages_5_and_6(request, reward):
+    recipe = request.getfixturevalue("edit_recipe" if reward == "edit" else "tiny_recipe")
+    lang_dir = recipe.data_dir / "lang_bpe_50"
+    model = average_checkpoints(recipe.model_dir, 2, 2)
+    data = load_split_lattices(recipe.model_dir / "lattices", "train", reward,
+                               recipe.data_dir / "fbank" / "synth_cuts_train.jsonl.gz", model_digest(model),
+                               file_digest(lang_dir / "tokens.txt"))
+    # stats.json records the graph relative to the recipe directory: found in the lang dir from here
+    regenerator = LatticeRegenerator.like_stage5(model, Tokenizer(lang_dir), lang_dir, recipe.model_dir / "lattices",
+                                                 reward, data.shard.cut_ids, torch.device("cpu"))
+    stored = data.batch(range(min(6, data.num_utts)))
+    fresh = regenerator(stored)
+    assert fresh.utts == stored.utts and regenerator.num_dropped == 0 and regenerator.seconds > 0
+    for name in ("labels", "frame_idx", "graph_scores"):
+        assert torch.equal(getattr(fresh.lattice, name), getattr(stored.lattice, name)), name
+    assert fresh.outputs == stored.outputs
+    assert torch.equal(fresh.lattice.arcs.values()[:, :2], stored.lattice.arcs.values()[:, :2])
+    torch.testing.assert_close(fresh.lattice.scores, stored.lattice.scores)
+    torch.testing.assert_close(fresh.advantage, stored.advantage)
+    torch.testing.assert_close(fresh.start_value, stored.start_value)
+    assert fresh.references == stored.references and fresh.num_frames == stored.num_frames
+    assert torch.equal(fresh.features, stored.features)
+
+
+def test_regenerated_lattices_start_where_the_stored_ones_do_and_are_recorded(tiny_recipe, tmp_path):
+    stored = _run(tiny_recipe, tmp_path / "stored", max_iters=1)
+    fresh = _run(tiny_recipe, tmp_path / "fresh", max_iters=1, regenerate_lattices=True)
+    # At the first iteration the model is the baseline, whose lattices the stored ones are.
+    a, b = _state(stored)["model"], _state(fresh)["model"]
+    assert all(torch.equal(v, b[k]) for k, v in a.items())
+    assert json.loads((fresh / ".finetune.done.json").read_text())["options"]["finetune"]["regenerate_lattices"]
+    # Off, the option is not recorded: runs made before it existed stay complete.
+    assert "regenerate_lattices" not in json.loads((stored / ".finetune.done.json").read_text())["options"]["finetune"]
+    out = _run(tiny_recipe, tmp_path / "adam", objective="mmi", optimizer="adam", max_iters=2, regenerate_lattices=True)
+    assert json.loads((out / "progress.json").read_text())["iteration"] == 2
+
+
 def test_lattices_of_another_model_are_refused(tiny_recipe, tmp_path):
     lang_dir = tiny_recipe.data_dir / "lang_bpe_50"
     other = average_checkpoints(tiny_recipe.model_dir, 1, 1)  # not the model (epoch 2, avg 2) that made them
@@ -261,6 +300,8 @@ def test_bad_options_are_refused_with_the_option_named():
         FinetuneConfig(trainable="bottom-2").check()
     with pytest.raises(ValueError, match="--reward"):
         FinetuneConfig(reward="bleu").check()
+    with pytest.raises(ValueError, match="--regenerate-lattices"):
+        FinetuneConfig(objective="ctc", optimizer="adam", regenerate_lattices=True).check()
 
 
 def test_comparison_table_and_plot(tmp_path):
