@@ -62,6 +62,7 @@ temperature=0                 # stage 6: 0 for max (Q-learning), > 0 for the sof
 kappa=1.0                     # stage 7: acoustic scale of the re-scored lattice arcs
 ctc_weight=0.0                # stage 7: weight of the CTC regularizer
 time_masks=false              # stage 7: SpecAugment's time masks on the training batches, as stage 3
+regenerate_lattices=false     # stage 7: decode each update's lattices anew with the current model (as stage 5)
 trainable=all                 # stage 7: all, or top-K (output layer and the last K-1 encoder blocks)
 hf_iters=12                   # stage 7: Hessian-free iterations ...
 hf_time_budget=0              # stage 7: ... or seconds of optimization (0: no limit)
@@ -179,7 +180,7 @@ if run_stage 7; then
   require "$model_dir/lattices/train/q-$reward" 6 "$model_dir/lattices/.qlearn-$reward.done.json"
   finetune_dir=$model_dir/finetune/rl-hf-$reward
   "$here/steps/finetune.sh" "${dist_opts[@]}" --epoch "$epoch" --avg "$avg" --reward "$reward" --kappa "$kappa" \
-    --ctc-weight "$ctc_weight" --time-masks "$time_masks" --trainable "$trainable" --max-iters "$hf_iters" --time-budget "$hf_time_budget" \
+    --ctc-weight "$ctc_weight" --time-masks "$time_masks" --regenerate-lattices "$regenerate_lattices" --trainable "$trainable" --max-iters "$hf_iters" --time-budget "$hf_time_budget" \
     --grad-fraction "$grad_fraction" --curvature-fraction "$curvature_fraction" --heldout-utts "$heldout_utts" \
     --hf-cg-max-iters "$cg_max_iters" --hf-init-damping "$init_damping" --batch-frames "$batch_frames" --search-beam "$search_beam" \
     --output-beam "$output_beam" --max-active-states "$max_active_states" --lm-scale "$lm_scale" \

@@ -47,6 +47,7 @@ lattice_lm_order=3            # stage 5: word n-gram order of the lattices' LM (
 reward=frame                  # stage 6: frame (agreement with the forced alignment) or edit (minus errors)
 kappa=1.0                     # stage 7: acoustic scale of the re-scored lattice arcs (Kaldi's --acwt)
 time_masks=false              # stage 7: SpecAugment's time masks on the training batches, as stage 3
+regenerate_lattices=false     # stage 7: decode each update's lattices anew with the current model (as stage 5)
 hf_iters=12                   # stage 7: Hessian-free iterations ...
 hf_time_budget=0              # stage 7: ... or seconds of optimization (0: no limit)
 results_file=RESULTS.md       # decoding results are appended here ('' to skip)
@@ -146,7 +147,7 @@ if run_stage 7; then
   require "$model_dir/lattices/train/q-$reward" 6 "$model_dir/lattices/.qlearn-$reward.done.json"
   finetune_dir=$model_dir/finetune/rl-hf-$reward
   "$root/steps/finetune.sh" "${dist_opts[@]}" --corpus an4 --epoch "$epoch" --avg "$avg" --reward "$reward" \
-    --kappa "$kappa" --time-masks "$time_masks" --max-iters "$hf_iters" --time-budget "$hf_time_budget" \
+    --kappa "$kappa" --time-masks "$time_masks" --regenerate-lattices "$regenerate_lattices" --max-iters "$hf_iters" --time-budget "$hf_time_budget" \
     --dev-split dev --decode-splits "dev test" \
     --search-beam "$search_beam" --output-beam "$output_beam" --max-active-states "$max_active_states" \
     --lm-scale "$lm_scale" --device "$device" --force "$force" --out-dir "$finetune_dir" \
