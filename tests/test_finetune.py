@@ -263,6 +263,12 @@ def test_lattices_regenerated_by_the_baseline_are_those_of_stages_5_and_6(reques
     torch.testing.assert_close(fresh.start_value, stored.start_value)
     assert fresh.references == stored.references and fresh.num_frames == stored.num_frames
     assert torch.equal(fresh.features, stored.features)
+    # A model that has moved gets its own lattices: the regenerator decodes, it does not look up.
+    with torch.no_grad():
+        model.output.bias.add_(torch.randn(model.output.bias.shape, generator=torch.Generator().manual_seed(0)))
+    moved = regenerator(stored)
+    assert moved.lattice.num_arcs != stored.lattice.num_arcs or not torch.equal(moved.lattice.scores,
+                                                                               stored.lattice.scores)
 
 
 def test_regenerated_lattices_start_where_the_stored_ones_do_and_are_recorded(tiny_recipe, tmp_path):
