@@ -180,7 +180,8 @@ if run_stage 7; then
   require "$model_dir/lattices/train/q-$reward" 6 "$model_dir/lattices/.qlearn-$reward.done.json"
   finetune_dir=$model_dir/finetune/rl-hf-$reward
   "$here/steps/finetune.sh" "${dist_opts[@]}" --epoch "$epoch" --avg "$avg" --reward "$reward" --kappa "$kappa" \
-    --ctc-weight "$ctc_weight" --time-masks "$time_masks" --regenerate-lattices "$regenerate_lattices" --trainable "$trainable" --max-iters "$hf_iters" --time-budget "$hf_time_budget" \
+    --ctc-weight "$ctc_weight" --time-masks "$time_masks" --regenerate-lattices "$regenerate_lattices" \
+    --trainable "$trainable" --max-iters "$hf_iters" --time-budget "$hf_time_budget" \
     --grad-fraction "$grad_fraction" --curvature-fraction "$curvature_fraction" --heldout-utts "$heldout_utts" \
     --hf-cg-max-iters "$cg_max_iters" --hf-init-damping "$init_damping" --batch-frames "$batch_frames" --search-beam "$search_beam" \
     --output-beam "$output_beam" --max-active-states "$max_active_states" --lm-scale "$lm_scale" \

@@ -147,7 +147,8 @@ if run_stage 7; then
   require "$model_dir/lattices/train/q-$reward" 6 "$model_dir/lattices/.qlearn-$reward.done.json"
   finetune_dir=$model_dir/finetune/rl-hf-$reward
   "$root/steps/finetune.sh" "${dist_opts[@]}" --corpus an4 --epoch "$epoch" --avg "$avg" --reward "$reward" \
-    --kappa "$kappa" --time-masks "$time_masks" --regenerate-lattices "$regenerate_lattices" --max-iters "$hf_iters" --time-budget "$hf_time_budget" \
+    --kappa "$kappa" --time-masks "$time_masks" --regenerate-lattices "$regenerate_lattices" \
+    --max-iters "$hf_iters" --time-budget "$hf_time_budget" \
     --dev-split dev --decode-splits "dev test" \
     --search-beam "$search_beam" --output-beam "$output_beam" --max-active-states "$max_active_states" \
     --lm-scale "$lm_scale" --device "$device" --force "$force" --out-dir "$finetune_dir" \
