@@ -41,6 +41,7 @@ heldout_utts=150              # *-hf: training utterances held out for the line 
 init_damping=0.01             # *-hf: initial Levenberg-Marquardt lambda
 cg_max_iters=12               # *-hf: most CG iterations per HF iteration
 rho_data=heldout              # *-hf: the data of rho, which sets the damping (heldout or gradient)
+preconditioner=diagonal       # *-hf: CG's preconditioner (diagonal, fisher: per-utterance empirical Fisher, or none)
 lr=0.0001                     # Adam learning rate (all Adam methods)
 ctc_weight=0.0                # CTC regularizer added to the lattice objectives (rl, mwer, mmi)
 kappa=1.0                     # acoustic scale of the lattice objectives (all but ctc-adam; Kaldi's --acwt)
@@ -81,7 +82,8 @@ for method in $methods; do
       --optimizer "$optimizer" --reward "$method_reward" --time-budget "$time_budget" --max-iters 1000000 \
       --eval-every 1000000 --eval-interval "$eval_interval" --grad-fraction "$grad_fraction" --lr "$lr" \
       --curvature-fraction "$curvature_fraction" --heldout-utts "$heldout_utts" --hf-init-damping "$init_damping" \
-      --hf-cg-max-iters "$cg_max_iters" --hf-rho-data "$rho_data" --batch-frames "$batch_frames" --kappa "$kappa" --ctc-weight "$ctc_weight" --time-masks "$time_masks" \
+      --hf-cg-max-iters "$cg_max_iters" --hf-rho-data "$rho_data" --hf-preconditioner "$preconditioner" \
+      --batch-frames "$batch_frames" --kappa "$kappa" --ctc-weight "$ctc_weight" --time-masks "$time_masks" \
       --regenerate-lattices "$regenerate" \
       --seed "$seed" --out-dir "$run_dir" --force "$force" "$lang_dir" "$data_dir/fbank" "$exp_dir" > /dev/null
     run_dirs+=("$run_dir")

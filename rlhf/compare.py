@@ -161,7 +161,8 @@ def significance_table(recogs_dir: Path, systems: dict[str, str], reference_meth
 def cost_table(runs: dict[str, tuple[dict, dict]]) -> str:
     """Markdown: what an HF iteration costs, in seconds and in Adam updates (the mean seconds per
     update of the Adam runs, whose batches are the same size), broken down into its parts
-    (setup: the curvature operators' forward passes; gradient; curvature products; held-out
+    (setup: the curvature operators' forward passes; gradient; example_gradients: the
+    per-utterance gradients of --hf-preconditioner fisher; curvature products; held-out
     evaluations; gradient_value: the objective on the gradient's batches for rho, with
     --hf-rho-data gradient), with the calls of each. Empty without both kinds of run."""
     adam = [p["seconds"] / p["iteration"] for p, _ in runs.values() if p["options"].get("optimizer") == "adam"
@@ -172,7 +173,7 @@ def cost_table(runs: dict[str, tuple[dict, dict]]) -> str:
     if not adam or not hf:
         return ""
     update = statistics.mean(adam)
-    parts = ("setup", "gradient", "curvature", "heldout", "gradient_value")
+    parts = ("setup", "gradient", "example_gradients", "curvature", "heldout", "gradient_value")
 
     def timing(step: dict, part: str) -> dict:  # a part older runs did not time counts as none
         return step["breakdown"].get(part, {"seconds": 0.0, "calls": 0})

@@ -321,8 +321,17 @@ class Finetuner:
         setup_seconds = time.perf_counter() - start
 
         @Timed
+        def example_gradients_fn() -> torch.Tensor:  # --hf-preconditioner fisher: one row per curvature utterance
+            mine = [(k, self.augmented(self.lattices_now(self.data.batch([u]).to(obj.device)), it, "fisher", k))
+                    for k, u in ctx.shard(list(enumerate(curvature_utts)))]
+            return obj.example_gradients(mine, len(curvature_utts), it)
+
+        rows = example_gradients_fn() if self.optimizer.config.preconditioner == "fisher" else None
+
+        @Timed
         def gradient_fn():
-            return obj.gradient(grad_batches, ids, it)
+            loss, grad, squares = obj.gradient(grad_batches, ids, it)
+            return loss, grad, squares if rows is None else rows
 
         @Timed
         def curvature_fn(v: torch.Tensor) -> torch.Tensor:
@@ -342,7 +351,8 @@ class Finetuner:
         info = self.optimizer.step(gradient_fn, curvature_fn, heldout_fn, gradient_value_fn)
         breakdown = {"setup": {"seconds": setup_seconds, "calls": 1}}
         breakdown.update({name: {"seconds": fn.seconds, "calls": fn.calls} for name, fn in
-                          (("gradient", gradient_fn), ("curvature", curvature_fn), ("heldout", heldout_fn),
+                          (("gradient", gradient_fn), ("example_gradients", example_gradients_fn),
+                           ("curvature", curvature_fn), ("heldout", heldout_fn),
                            ("gradient_value", gradient_value_fn))})
         self.progress.steps.append({**asdict(info), "seconds_total": self.progress.seconds + info.seconds,
                                     "grad_utts": len(grad_utts), "curvature_utts": len(curvature_utts),

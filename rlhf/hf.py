@@ -4,7 +4,10 @@ Each step minimizes a local quadratic model of the objective around the paramete
     q(d) = f(theta) + g^T d + 0.5 d^T (G + lambda I) d,
 with the generalized Gauss-Newton matrix G (PSD) and Levenberg-Marquardt damping lambda.
 The model is minimized by preconditioned conjugate gradient (CG) using only curvature-vector
-products G v, so no parameters x parameters matrix is ever formed. CG is warm-started from
+products G v, so no parameters x parameters matrix is ever formed. CG's preconditioner is
+Martens' diagonal or the empirical Fisher of per-example gradients (natural-gradient
+preconditioning, as NGHF combines natural gradient with HF; Haider & Woodland 2018), applied
+exactly through the examples' Gram matrix. CG is warm-started from
 the previous direction, stopped by Martens' relative-progress rule, and a few of its iterates
 are kept so that "CG backtracking" can pick the one that does best on held-out data. The
 held-out objective then drives an Armijo line search, the reduction ratio rho (actual over
@@ -29,6 +32,7 @@ logger = logging.getLogger(__name__)
 
 GradientFn = Callable[[], tuple[float, Tensor, Optional[Tensor]]]
 RHO_DATA = ("heldout", "gradient")
+PRECONDITIONERS = ("diagonal", "fisher", "none")
 CurvatureFn = Callable[[Tensor], Tensor]
 HeldoutFn = Callable[[], float]
 
@@ -140,12 +144,13 @@ def backtrack_schedule(max_iters: int, base: float = 1.3) -> list[int]:
 
 
 def conjugate_gradient(matvec: Callable[[Tensor], Tensor], b: Tensor, x0: Optional[Tensor] = None,
-                       precond: Optional[Tensor] = None, max_iters: int = 50, tol: float = 5e-4,
+                       precond: Optional[Tensor | Callable[[Tensor], Tensor]] = None, max_iters: int = 50,
+                       tol: float = 5e-4,
                        min_iters: int = 0, backtrack_base: float = 1.3,
                        rtol_residual: Optional[float] = None) -> CgResult:
     """Preconditioned CG for A x = b, i.e. minimizing phi(x) = 0.5 x^T A x - b^T x (A = ``matvec``, SPD).
 
-    ``precond`` is a diagonal M (M^-1 is applied). Stops on Martens' rule (k = max(10, ceil(0.1 i)):
+    ``precond`` is M, SPD: a tensor for a diagonal M, or a function that applies M^-1. Stops on Martens' rule (k = max(10, ceil(0.1 i)):
     i > k, phi_i < 0 and (phi_i - phi_{i-k}) / phi_i < k tol; not before ``min_iters``), when
     ||r|| <= rtol_residual ||b|| (default: 100 machine epsilons, i.e. numerically zero), at
     ``max_iters``, or when p^T A p <= 0 (``tol=0`` turns Martens' rule off, leaving a plain residual
@@ -153,6 +158,12 @@ def conjugate_gradient(matvec: Callable[[Tensor], Tensor], b: Tensor, x0: Option
     phi is tracked from the residual r = b - A x: phi = -0.5 x^T (r + b), with no extra products.
     """
     saves = set(backtrack_schedule(max_iters, backtrack_base))
+    if precond is None:
+        solve_m = lambda r: r  # noqa: E731
+    elif isinstance(precond, Tensor):
+        solve_m = lambda r: r / precond  # noqa: E731
+    else:
+        solve_m = precond
     rtol = 100 * torch.finfo(b.dtype).eps if rtol_residual is None else rtol_residual
     stop_norm = rtol * b.norm().item()
 
@@ -169,7 +180,7 @@ def conjugate_gradient(matvec: Callable[[Tensor], Tensor], b: Tensor, x0: Option
         if -0.5 * torch.dot(x0, r0 + b).item() <= 0:  # the warm start beats zero
             x, r = x0.clone(), r0
     phis = [-0.5 * torch.dot(x, r + b).item()]
-    z = r / precond if precond is not None else r
+    z = solve_m(r)
     p = z.clone()
     rz = torch.dot(r, z).item()
     iterates: list[tuple[int, Tensor]] = []
@@ -194,7 +205,7 @@ def conjugate_gradient(matvec: Callable[[Tensor], Tensor], b: Tensor, x0: Option
         if i >= min_iters and i > k and phis[i] < 0 and (phis[i] - phis[i - k]) / phis[i] < k * tol:
             reason = "progress"
             break
-        z = r / precond if precond is not None else r
+        z = solve_m(r)
         rz_new = torch.dot(r, z).item()
         p = z + (rz_new / rz) * p
         rz = rz_new
@@ -202,6 +213,39 @@ def conjugate_gradient(matvec: Callable[[Tensor], Tensor], b: Tensor, x0: Option
         iterates.append((i, x))
     return CgResult(x=x, iterates=iterates, num_iters=i, phi=phis[i], phis=phis, stop_reason=reason,
                     negative_curvature=reason == "negative_curvature")
+
+
+class FisherPreconditioner:
+    """M = (F + lambda I)^exponent for the empirical Fisher F = (1/B) sum_b g_b g_b^T of B
+    per-example gradients (the rows of a B x P matrix); calling it applies M^-1.
+
+    F has rank at most B, so with F = U S U^T (U: P x r, orthonormal)
+        M^-1 v = lambda^-e v + U ((S + lambda)^-e - lambda^-e) U^T v,
+    exact, from the B x B Gram matrix's eigenvectors: neither F nor U is formed, and a product
+    costs two passes over the rows. The first CG direction, M^-1 g, is then the damped natural
+    gradient.
+    """
+
+    def __init__(self, rows: Tensor, damping: float, exponent: float = 1.0):
+        if rows.dim() != 2 or rows.shape[0] < 1:
+            raise ValueError(f"the Fisher preconditioner needs per-example gradients as rows, got shape "
+                             f"{tuple(rows.shape)}")
+        if damping <= 0:
+            raise ValueError(f"the Fisher preconditioner needs a positive damping, got {damping}")
+        num = rows.shape[0]
+        gram = (rows @ rows.T).double() / num          # U S U^T = R^T R / B  <=>  R R^T / B = V S V^T
+        eigenvalues, eigenvectors = torch.linalg.eigh(gram)
+        keep = eigenvalues > max(eigenvalues.max().item(), 0.0) * 1e-10
+        s = eigenvalues[keep]
+        self.rows = rows
+        self.coeffs = (eigenvectors[:, keep] / (s * num).sqrt()).to(rows.dtype)  # U = R^T coeffs
+        self.identity_scale = damping ** -exponent
+        self.span_scale = ((s + damping) ** -exponent - self.identity_scale).to(rows.dtype)
+        self.rank = int(keep.sum())
+
+    def __call__(self, v: Tensor) -> Tensor:
+        u_t_v = self.coeffs.T @ (self.rows @ v)
+        return self.identity_scale * v + self.rows.T @ (self.coeffs @ (self.span_scale * u_t_v))
 
 
 # --------------------------------------------------------------------------------------------
@@ -229,9 +273,13 @@ class HessianFreeConfig:
         "help": "the line search multiplies the step size by this after each failed try"})
     line_search_max_steps: int = field(default=20, metadata={
         "help": "most step sizes the line search tries before the step is rejected"})
+    preconditioner: str = field(default="diagonal", metadata={
+        "choices": PRECONDITIONERS,
+        "help": "CG's preconditioner M: diagonal (Martens 2010: (mean squared per-batch gradient + lambda)^exponent), "
+                "fisher (the empirical Fisher of per-utterance gradients of the curvature sample plus lambda I, "
+                "to the exponent: natural-gradient preconditioning as in NGHF) or none"})
     precond_exponent: float = field(default=0.75, metadata={
-        "help": "exponent of the diagonal CG preconditioner (mean squared per-batch gradient + lambda)^exponent"})
-    use_preconditioner: bool = field(default=True, metadata={"help": "precondition CG with that diagonal"})
+        "help": "exponent of the CG preconditioner (M = (statistic + lambda)^exponent)"})
     rho_data: str = field(default="heldout", metadata={
         "choices": RHO_DATA,
         "help": "the data of rho, which sets the damping: heldout (the held-out batches; a quadratic model that "
@@ -241,6 +289,9 @@ class HessianFreeConfig:
     def __post_init__(self) -> None:
         if self.rho_data not in RHO_DATA:
             raise ValueError(f"unknown --hf-rho-data {self.rho_data!r}; choose from {', '.join(RHO_DATA)}")
+        if self.preconditioner not in PRECONDITIONERS:
+            raise ValueError(f"unknown --hf-preconditioner {self.preconditioner!r}; "
+                             f"choose from {', '.join(PRECONDITIONERS)}")
 
 
 @dataclass
@@ -302,7 +353,9 @@ class HessianFree:
              gradient_value_fn: Optional[HeldoutFn] = None) -> StepInfo:
         """One HF iteration; on any error the parameters are restored to their values at the start.
 
-        ``gradient_fn() -> (f, g, sq or None)`` on the gradient batch; ``curvature_fn(v) -> G v``
+        ``gradient_fn() -> (f, g, stat)`` on the gradient batch, where ``stat`` is None, the mean
+        squared per-example gradient (diagonal preconditioner) or the per-example gradients as the
+        rows of a matrix (either preconditioner); ``curvature_fn(v) -> G v``
         (undamped, at the step's starting point, on the curvature batch); ``heldout_fn() -> float``
         at the current parameter values; ``gradient_value_fn() -> float``, the objective on the
         gradient batch at the current values (needed for ``rho_data="gradient"``). The objective
@@ -318,9 +371,10 @@ class HessianFree:
             _assign(self.params, theta)
             raise
 
-    def _gradient(self, gradient_fn: GradientFn, theta: Tensor) -> tuple[float, Tensor, Optional[Tensor]]:
+    def _gradient(self, gradient_fn: GradientFn, theta: Tensor
+                  ) -> tuple[float, Tensor, Optional[Tensor | FisherPreconditioner]]:
         """Call ``gradient_fn``, check its results, and return (f, g, preconditioner or None)."""
-        loss, g, sq = gradient_fn()
+        loss, g, stat = gradient_fn()
         loss = float(loss)
         g = g.detach().to(theta).reshape(-1)
         if g.numel() != theta.numel():
@@ -329,12 +383,19 @@ class HessianFree:
             raise _fail("loss on the gradient batch")
         if not bool(torch.isfinite(g).all()):
             raise _fail("gradient")
-        if sq is None or not self.config.use_preconditioner:
+        kind, exponent = self.config.preconditioner, self.config.precond_exponent
+        if kind == "none" or (stat is None and kind == "diagonal"):
             return loss, g, None
-        sq = sq.detach().to(theta).reshape(-1)
-        if not bool(torch.isfinite(sq).all()):
-            raise _fail("preconditioner statistic (sum of squared per-example gradients)")
-        return loss, g, (sq + self.damping) ** self.config.precond_exponent
+        if stat is None or (kind == "fisher" and stat.dim() != 2):
+            raise ValueError("--hf-preconditioner fisher needs per-example gradients (a 2-D tensor, one row "
+                             "each) from gradient_fn")
+        stat = stat.detach().to(theta)
+        if not bool(torch.isfinite(stat).all()):
+            raise _fail("preconditioner statistic (per-example gradients or their mean square)")
+        if kind == "fisher":
+            return loss, g, FisherPreconditioner(stat.reshape(stat.shape[0], -1), self.damping, exponent)
+        sq = stat.reshape(stat.shape[0], -1).pow(2).mean(0) if stat.dim() == 2 else stat.reshape(-1)
+        return loss, g, (sq + self.damping) ** exponent
 
     def _backtrack(self, heldout_fn: HeldoutFn, theta: Tensor, iterates: list[tuple[int, Tensor]]) -> tuple[int, float]:
         """Martens' CG backtracking: walk back from the last saved iterate while held-out keeps improving.

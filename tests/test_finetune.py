@@ -26,9 +26,8 @@ from rlhf.stage import file_digest
 LATTICE = LatticeConfig(max_active_states=1000, lm_scale=0.5)
 
 
-def _run(recipe, out_dir, **options):
+def _run(recipe, out_dir, hf=HessianFreeConfig(cg_max_iters=8), **options):
     config = FinetuneConfig(**{"max_iters": 2, "heldout_utts": 4, "curvature_fraction": 0.5, **options})
-    hf = HessianFreeConfig(cg_max_iters=8)
     return finetune(recipe.data_dir / "lang_bpe_50", recipe.data_dir / "fbank", recipe.model_dir, "synth", 2, 2,
                     config, hf, LATTICE, out_dir=out_dir, max_duration=40.0, device_name="cpu")
 
@@ -104,6 +103,40 @@ def test_hf_with_time_masks_is_deterministic_and_differs(tiny_recipe, tmp_path):
     a, b, c = (_state(tmp_path / d)["model"] for d in "abc")
     assert all(torch.equal(v, b[k]) for k, v in a.items())
     assert any(not torch.equal(v, c[k]) for k, v in a.items())
+
+
+def test_fisher_preconditioner_rows_are_the_curvature_utterances_gradients(tiny_recipe, tmp_path):
+    lang_dir = tiny_recipe.data_dir / "lang_bpe_50"
+    model = average_checkpoints(tiny_recipe.model_dir, 2, 2).double()
+    data = load_split_lattices(tiny_recipe.model_dir / "lattices", "train", "frame",
+                               tiny_recipe.data_dir / "fbank" / "synth_cuts_train.jsonl.gz",
+                               model_digest(average_checkpoints(tiny_recipe.model_dir, 2, 2)),
+                               file_digest(lang_dir / "tokens.txt"))
+    model.eval()  # as stage 7 runs it: no dropout
+    objective = SequenceObjective(model, trainable_parameters(model, "top-2"), FinetuneConfig(),
+                                  CtcGraphCompiler(Tokenizer(lang_dir)), torch.device("cpu"))
+
+    def batch(utts):
+        b = data.batch(utts)
+        b.features = b.features.double()
+        return b
+
+    rows = objective.example_gradients([(k, batch([u])) for k, u in enumerate((0, 0, 1))], 3).double()
+    # each row is one utterance's gradient over its normalizer (a padded batch changes the model's
+    # outputs near an utterance's end, so the sum is checked on a batch of one utterance twice)
+    torch.testing.assert_close(rows[0], rows[1], rtol=0, atol=0)
+    assert not torch.allclose(rows[0], rows[2])
+    twice = objective.batch_gradient(batch([0, 0]), 0)[1] / objective.normalizer([batch([0, 0])])
+    torch.testing.assert_close(twice.double(), rows[0], rtol=1e-6, atol=1e-9)
+    single = objective.batch_gradient(batch([1]), 0)[1] / objective.normalizer([batch([1])])
+    torch.testing.assert_close(single.double(), rows[2], rtol=1e-6, atol=1e-9)
+
+    _run(tiny_recipe, tmp_path / "fisher", hf=HessianFreeConfig(cg_max_iters=8, preconditioner="fisher"), max_iters=1)
+    step = json.loads((tmp_path / "fisher" / "progress.json").read_text())["steps"][0]
+    assert step["breakdown"]["example_gradients"]["calls"] == 1 and step["curvature_utts"] >= 1
+    _run(tiny_recipe, tmp_path / "diagonal", max_iters=1)
+    fisher, diagonal = (_state(tmp_path / d)["model"] for d in ("fisher", "diagonal"))
+    assert any(not torch.equal(v, diagonal[k]) for k, v in fisher.items())
 
 
 def test_options_the_optimizer_ignores_do_not_redo_a_finished_run(tiny_recipe, tmp_path, caplog):

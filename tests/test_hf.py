@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from rlhf import hf
-from rlhf.hf import (HessianFree, HessianFreeConfig, HessianFreeError, conjugate_gradient, ggn_vector_product,
-                     module_ggn_product)
+from rlhf.hf import (FisherPreconditioner, HessianFree, HessianFreeConfig, HessianFreeError, conjugate_gradient,
+                     ggn_vector_product, module_ggn_product)
 
 DTYPE = torch.float64
 
@@ -187,6 +187,39 @@ def test_cg_with_diagonal_preconditioner():
     assert pre.stop_reason == "residual" and pre.num_iters <= n
     torch.testing.assert_close(pre.x, exact, rtol=1e-6, atol=0)
     assert pre.num_iters < plain.num_iters
+
+
+@pytest.mark.parametrize("num_rows,exponent", [(3, 1.0), (3, 0.75), (12, 0.75)])
+def test_fisher_preconditioner_applies_the_inverse_of_the_damped_fisher_power(num_rows, exponent):
+    rows = randn(num_rows, 8, seed=num_rows)
+    rows[-1] = rows[0]  # a repeated example: the Gram matrix is singular
+    damping, v = 0.3, randn(8, seed=20)
+    fisher = rows.T @ rows / num_rows
+    eigenvalues, vectors = torch.linalg.eigh(fisher + damping * torch.eye(8, dtype=DTYPE))
+    dense = (vectors * eigenvalues ** -exponent) @ vectors.T
+    precond = FisherPreconditioner(rows, damping, exponent)
+    torch.testing.assert_close(precond(v), dense @ v, rtol=1e-9, atol=1e-12)
+    assert precond.rank == min(num_rows - 1, 8)
+    with pytest.raises(ValueError, match="positive damping"):
+        FisherPreconditioner(rows, 0.0)
+    with pytest.raises(ValueError, match="rows"):
+        FisherPreconditioner(rows[0], 1.0)
+
+
+def test_cg_with_the_fisher_preconditioner():
+    # A system whose matrix is the damped Fisher itself is solved in one preconditioned step;
+    # a nearby one (the Fisher plus a small SPD part) in fewer steps than without it.
+    rows = randn(5, 30, seed=7) * torch.logspace(-2, 2, 30, dtype=DTYPE)
+    b = randn(30, seed=8)
+    a = rows.T @ rows / 5 + 1e-3 * torch.eye(30, dtype=DTYPE)
+    precond = FisherPreconditioner(rows, 1e-3)
+    exact = conjugate_gradient(lambda v: a @ v, b, precond=precond, max_iters=100, tol=0.0, rtol_residual=1e-8)
+    assert exact.num_iters == 1
+    torch.testing.assert_close(exact.x, torch.linalg.solve(a, b), rtol=1e-6, atol=0)
+    near = a + spd_matrix(30, 1e-4, 1e-2, seed=9)
+    pre = conjugate_gradient(lambda v: near @ v, b, precond=precond, max_iters=200, tol=0.0, rtol_residual=1e-8)
+    plain = conjugate_gradient(lambda v: near @ v, b, max_iters=200, tol=0.0, rtol_residual=1e-8)
+    assert pre.stop_reason == "residual" and pre.num_iters < plain.num_iters
 
 
 def test_cg_saves_iterates_at_powers_of_1_3():
@@ -396,10 +429,37 @@ def test_rho_on_the_gradient_batch_ignores_a_heldout_set_the_model_does_not_fit(
 
 def test_a_saved_direction_of_another_size_is_not_a_warm_start():
     problem = Quadratic(seed=13)
-    opt = HessianFree([problem.x], HessianFreeConfig(use_preconditioner=False))
+    opt = HessianFree([problem.x], HessianFreeConfig(preconditioner="none"))
     opt.load_state_dict({"damping": 1.0, "iteration": 7, "direction": torch.ones(3, dtype=DTYPE)})
     info = opt.step(problem.gradient_fn, problem.curvature_fn, problem.heldout_fn)
     assert info.iteration == 8 and info.accepted
+
+
+def test_the_preconditioner_option_and_what_it_needs():
+    problem = Quadratic(seed=21)
+    rows = randn(4, 10, seed=22)
+
+    def with_rows():
+        value, g, _ = problem.gradient_fn()
+        return value, g, rows
+
+    def with_squares():
+        value, g, _ = problem.gradient_fn()
+        return value, g, rows.pow(2).mean(0)
+
+    diagonal, from_rows = (HessianFree([problem.x])._gradient(fn, problem.x.detach())[2]
+                           for fn in (with_squares, with_rows))
+    torch.testing.assert_close(from_rows, diagonal)  # the diagonal also takes the rows themselves
+    fisher = HessianFree([problem.x], HessianFreeConfig(preconditioner="fisher"))
+    assert isinstance(fisher._gradient(with_rows, problem.x.detach())[2], FisherPreconditioner)
+    assert fisher.step(with_rows, problem.curvature_fn, problem.heldout_fn).accepted
+    for fn in (problem.gradient_fn, with_squares):
+        with pytest.raises(ValueError, match="--hf-preconditioner fisher needs per-example gradients"):
+            fisher.step(fn, problem.curvature_fn, problem.heldout_fn)
+    assert HessianFree([problem.x], HessianFreeConfig(preconditioner="none"))._gradient(
+        with_rows, problem.x.detach())[2] is None
+    with pytest.raises(ValueError, match="--hf-preconditioner"):
+        HessianFreeConfig(preconditioner="kfac")
 
 
 def test_a_step_that_increases_heldout_is_never_kept():

@@ -11,7 +11,7 @@ See docs/finetuning.md.
 """
 
 import random
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import k2
 import torch
@@ -149,14 +149,33 @@ class SequenceObjective:
         grad = torch.zeros(sum(p.numel() for p in self.params), dtype=torch.float32, device=self.device)
         squares = torch.zeros_like(grad)
         for batch, batch_id in zip(ctx.shard(batches), ctx.shard(ids)):
-            loss = self.batch_loss(batch, batch_id, sample_paths_now=True, iteration=iteration)
-            g = torch.cat([x.reshape(-1) for x in torch.autograd.grad(loss, self.params)])
+            loss, g = self.batch_gradient(batch, batch_id, iteration)
             total += float(loss)
             grad += g / norm
             squares += (g / self.normalizer([batch])) ** 2
         for t in (total, grad, squares):
             distributed.all_reduce_sum(t)
         return float(total) / norm, grad, squares / max(len(batches), 1)
+
+    def batch_gradient(self, batch: LatticeBatch, batch_id: Any, iteration: int = 0
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(summed loss, its flat gradient) of one batch; the edit reward draws its paths anew."""
+        loss = self.batch_loss(batch, batch_id, sample_paths_now=True, iteration=iteration)
+        return loss.detach(), torch.cat([x.reshape(-1) for x in torch.autograd.grad(loss, self.params)])
+
+    def example_gradients(self, batches: list[tuple[int, LatticeBatch]], num: int, iteration: int = 0
+                          ) -> torch.Tensor:
+        """The normalized gradients of ``num`` batches as the rows of a (num, parameters) matrix.
+
+        ``batches`` holds this rank's share as (row, batch); the rows are all-reduced, so every
+        rank gets them all. Single-utterance batches give the per-utterance gradients of the
+        Fisher preconditioner (--hf-preconditioner fisher).
+        """
+        rows = torch.zeros(num, sum(p.numel() for p in self.params), dtype=torch.float32, device=self.device)
+        for row, batch in batches:
+            _, g = self.batch_gradient(batch, ("example", row), iteration)
+            rows[row] = g / self.normalizer([batch])
+        return distributed.all_reduce_sum(rows)
 
     @torch.no_grad()
     def value(self, batches: list[LatticeBatch], ids: list[int]) -> float:
