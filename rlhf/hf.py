@@ -310,6 +310,7 @@ class StepInfo:
     accepted: bool
     seconds: float
     cg_stop_reason: str = ""
+    cg_phis: list[float] = field(default_factory=list)  # the damped quadratic model at each CG iterate (0: start)
 
 
 def _assign(params: Sequence[Tensor], vec: Tensor) -> None:
@@ -468,7 +469,7 @@ class HessianFree:
                         damping=lam, next_damping=self.damping, cg_iters=cg.num_iters,
                         backtrack_iter=backtrack_iter, step_size=alpha,
                         step_norm=alpha * torch.linalg.vector_norm(d).item(), accepted=accepted,
-                        seconds=time.perf_counter() - start, cg_stop_reason=cg.stop_reason)
+                        seconds=time.perf_counter() - start, cg_stop_reason=cg.stop_reason, cg_phis=cg.phis)
         logger.info("HF iter %d: f=%.6g heldout %.6g -> %.6g rho=%.4g lambda=%.4g -> %.4g cg_iters=%d (%s) "
                     "backtrack=%d alpha=%.4g step_norm=%.4g %s %.2fs", info.iteration, loss, h0, after, rho,
                     lam, self.damping, cg.num_iters, cg.stop_reason, backtrack_iter, alpha, info.step_norm,

@@ -360,6 +360,7 @@ def test_cg_backtracking_picks_the_best_saved_iterate_walking_back_from_the_last
 
     info = HessianFree([problem.x], config).step(problem.gradient_fn, problem.curvature_fn, heldout)
     assert info.cg_iters == cg.num_iters and info.backtrack_iter == 5 and info.accepted
+    assert info.cg_phis == cg.phis and len(info.cg_phis) == info.cg_iters + 1  # recorded for the progress log
     # Evaluated: theta, then saved iterates from the last backwards down to 5, then 4 (worse), then stop.
     order = sorted(saved, reverse=True)
     expected = [theta] + [theta + saved[i] for i in order[:order.index(4) + 1]]
