@@ -7,13 +7,13 @@ The model is minimized by preconditioned conjugate gradient (CG) using only curv
 products G v, so no parameters x parameters matrix is ever formed. CG's preconditioner is
 Martens' diagonal or the empirical Fisher of per-example gradients (natural-gradient
 preconditioning, as NGHF combines natural gradient with HF; Haider & Woodland 2018), applied
-exactly through the examples' Gram matrix. CG is warm-started from
-the previous direction, stopped by Martens' relative-progress rule, and a few of its iterates
-are kept so that "CG backtracking" can pick the one that does best on held-out data. The
-held-out objective then drives an Armijo line search, the reduction ratio rho (actual over
-predicted decrease) drives the damping, and a step that would increase the held-out
-objective is never kept. Curvature products come from ``ggn_vector_product``: J^T H_out J v
-with forward-mode AD for J v and reverse mode for J^T.
+exactly through the examples' Gram matrix. CG is warm-started from the previous direction,
+stopped by Martens' relative-progress rule, and a few of its iterates are kept so that "CG
+backtracking" can pick the one that does best on held-out data. The held-out objective then
+drives an Armijo line search, the reduction ratio rho (actual over predicted decrease) drives
+the damping, and a step that would increase the held-out objective is never kept. Curvature
+products come from ``ggn_vector_product``: J^T H_out J v with forward-mode AD for J v and
+reverse mode for J^T.
 """
 
 import logging
@@ -145,12 +145,12 @@ def backtrack_schedule(max_iters: int, base: float = 1.3) -> list[int]:
 
 def conjugate_gradient(matvec: Callable[[Tensor], Tensor], b: Tensor, x0: Optional[Tensor] = None,
                        precond: Optional[Tensor | Callable[[Tensor], Tensor]] = None, max_iters: int = 50,
-                       tol: float = 5e-4,
-                       min_iters: int = 0, backtrack_base: float = 1.3,
+                       tol: float = 5e-4, min_iters: int = 0, backtrack_base: float = 1.3,
                        rtol_residual: Optional[float] = None) -> CgResult:
     """Preconditioned CG for A x = b, i.e. minimizing phi(x) = 0.5 x^T A x - b^T x (A = ``matvec``, SPD).
 
-    ``precond`` is M, SPD: a tensor for a diagonal M, or a function that applies M^-1. Stops on Martens' rule (k = max(10, ceil(0.1 i)):
+    ``precond`` is M (SPD): a tensor for a diagonal M, or a function that applies M^-1.
+    Stops on Martens' rule (k = max(10, ceil(0.1 i)):
     i > k, phi_i < 0 and (phi_i - phi_{i-k}) / phi_i < k tol; not before ``min_iters``), when
     ||r|| <= rtol_residual ||b|| (default: 100 machine epsilons, i.e. numerically zero), at
     ``max_iters``, or when p^T A p <= 0 (``tol=0`` turns Martens' rule off, leaving a plain residual
