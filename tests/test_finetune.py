@@ -32,6 +32,16 @@ def _run(recipe, out_dir, hf=HessianFreeConfig(cg_max_iters=8), **options):
                     config, hf, LATTICE, out_dir=out_dir, max_duration=40.0, device_name="cpu")
 
 
+def _double_model_and_train_lattices(recipe):
+    """(lang dir, the stage-7 baseline in float64, its training lattices) of the tiny recipe."""
+    lang_dir = recipe.data_dir / "lang_bpe_50"
+    model = average_checkpoints(recipe.model_dir, 2, 2)
+    data = load_split_lattices(recipe.model_dir / "lattices", "train", "frame",
+                               recipe.data_dir / "fbank" / "synth_cuts_train.jsonl.gz", model_digest(model),
+                               file_digest(lang_dir / "tokens.txt"))
+    return lang_dir, model.double(), data
+
+
 def _state(out_dir):
     return torch.load(out_dir / "state.pt")
 
@@ -106,12 +116,7 @@ def test_hf_with_time_masks_is_deterministic_and_differs(tiny_recipe, tmp_path):
 
 
 def test_fisher_preconditioner_rows_are_the_curvature_utterances_gradients(tiny_recipe, tmp_path):
-    lang_dir = tiny_recipe.data_dir / "lang_bpe_50"
-    model = average_checkpoints(tiny_recipe.model_dir, 2, 2).double()
-    data = load_split_lattices(tiny_recipe.model_dir / "lattices", "train", "frame",
-                               tiny_recipe.data_dir / "fbank" / "synth_cuts_train.jsonl.gz",
-                               model_digest(average_checkpoints(tiny_recipe.model_dir, 2, 2)),
-                               file_digest(lang_dir / "tokens.txt"))
+    lang_dir, model, data = _double_model_and_train_lattices(tiny_recipe)
     model.eval()  # as stage 7 runs it: no dropout
     objective = SequenceObjective(model, trainable_parameters(model, "top-2"), FinetuneConfig(),
                                   CtcGraphCompiler(Tokenizer(lang_dir)), torch.device("cpu"))
@@ -182,12 +187,7 @@ def test_every_method_runs_and_moves_the_model(request, tmp_path, objective, opt
 
 @pytest.mark.parametrize("curvature", ["softmax", "occupancy"])
 def test_curvature_products_are_positive_semidefinite_on_the_real_objective(tiny_recipe, curvature):
-    lang_dir = tiny_recipe.data_dir / "lang_bpe_50"
-    model = average_checkpoints(tiny_recipe.model_dir, 2, 2).double()
-    data = load_split_lattices(tiny_recipe.model_dir / "lattices", "train", "frame",
-                               tiny_recipe.data_dir / "fbank" / "synth_cuts_train.jsonl.gz",
-                               model_digest(average_checkpoints(tiny_recipe.model_dir, 2, 2)),
-                               file_digest(lang_dir / "tokens.txt"))
+    lang_dir, model, data = _double_model_and_train_lattices(tiny_recipe)
     params = trainable_parameters(model, "top-2")
     assert 0 < sum(p.numel() for p in params) < sum(p.numel() for p in model.parameters())
     config = FinetuneConfig(ctc_weight=0.1, curvature=curvature)
