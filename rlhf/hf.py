@@ -385,9 +385,9 @@ class HessianFree:
         if not bool(torch.isfinite(g).all()):
             raise _fail("gradient")
         kind, exponent = self.config.preconditioner, self.config.precond_exponent
-        if kind == "none" or (stat is None and kind == "diagonal"):
+        if kind == "none" or (kind == "diagonal" and stat is None):
             return loss, g, None
-        if stat is None or (kind == "fisher" and stat.dim() != 2):
+        if kind == "fisher" and (stat is None or stat.dim() != 2):
             raise ValueError("--hf-preconditioner fisher needs per-example gradients (a 2-D tensor, one row "
                              "each) from gradient_fn")
         stat = stat.detach().to(theta)
